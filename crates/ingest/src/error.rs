@@ -1,0 +1,55 @@
+//! Every way a publish fails, rendered as JSend.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use service_kit::jsend;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// 400, JSend `fail`: the request broke a rule; says which.
+    #[error("request validation error: {0}")]
+    Invalid(String),
+    /// 413, JSend `fail`: the body is over `publish.max_body_bytes`.
+    #[error("request body is larger than {0} bytes")]
+    TooLarge(usize),
+    /// 415, JSend `fail`: a body in a format we do not read.
+    #[error(
+        "content type {0} is not accepted; send application/json, \
+         application/x-www-form-urlencoded or multipart/form-data"
+    )]
+    UnsupportedMediaType(String),
+    /// 503, JSend `error`: the bus did not confirm the event; nothing was
+    /// published and the client may retry.
+    #[error("{0}")]
+    Bus(#[from] bus::Error),
+    /// 500, JSend `error`: a bug or an I/O failure; details only in the log.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ResponseError for PublishError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            PublishError::Invalid(_) => StatusCode::BAD_REQUEST,
+            PublishError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            PublishError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            PublishError::Bus(_) => StatusCode::SERVICE_UNAVAILABLE,
+            PublishError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        match self {
+            PublishError::Bus(error) => {
+                tracing::warn!(%error, "publish refused: bus unavailable");
+                jsend::error(status, self.to_string())
+            }
+            PublishError::Internal(detail) => {
+                tracing::error!(%detail, "publish failed unexpectedly");
+                jsend::error(status, self.to_string())
+            }
+            _ => jsend::fail(status, self.to_string()),
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! Reads a publish request the way its Content-Type says.
+//!
+//! `web::Either<Json, Form>` would report the JSON error for every failure,
+//! so this dispatches on the media type itself and delegates to actix's own
+//! extractors, whose configured limits and error handlers still apply:
+//!
+//! | Content-Type                        | read from                    |
+//! |-------------------------------------|------------------------------|
+//! | `application/json`                  | the body, as a JSON object   |
+//! | `application/x-www-form-urlencoded` | the body, as a form          |
+//! | `multipart/form-data`               | the body's text parts        |
+//! | none, and no body                   | the query string             |
+//! | anything else                       | nothing: 415                 |
+
+use actix_multipart::MultipartError;
+use actix_multipart::form::text::Text;
+use actix_multipart::form::{MultipartForm, MultipartFormConfig};
+use actix_web::dev::Payload;
+use actix_web::error::{JsonPayloadError, PayloadError, UrlencodedError};
+use actix_web::http::header;
+use actix_web::{FromRequest, HttpRequest, web};
+use futures_util::future::LocalBoxFuture;
+use shared_types::PublishRequest;
+
+use crate::error::PublishError;
+
+/// The publish request, from whichever part of the request carried it.
+#[derive(Debug)]
+pub struct PublishBody(pub PublishRequest);
+
+/// The multipart shape of a publish request; other parts are ignored, as
+/// the tutorial's form binding ignores them.
+#[derive(Debug, MultipartForm)]
+struct MultipartPublish {
+    message: Option<Text<String>>,
+    topic: Option<Text<String>>,
+    event: Option<Text<String>>,
+}
+
+/// Mounts the body extractors' configuration on the publish resource:
+/// limits of `max_body_bytes`, and every error turned into a [`PublishError`].
+pub fn with_body_limits(
+    resource: actix_web::Resource,
+    max_body_bytes: usize,
+) -> actix_web::Resource {
+    resource
+        .app_data(BodyLimit(max_body_bytes))
+        .app_data(
+            web::JsonConfig::default()
+                .limit(max_body_bytes)
+                .error_handler(move |error, _| json_error(error, max_body_bytes).into()),
+        )
+        .app_data(
+            web::FormConfig::default()
+                .limit(max_body_bytes)
+                .error_handler(move |error, _| form_error(error, max_body_bytes).into()),
+        )
+        .app_data(
+            MultipartFormConfig::default()
+                .total_limit(max_body_bytes)
+                .memory_limit(max_body_bytes)
+                .error_handler(move |error, _| multipart_error(error, max_body_bytes).into()),
+        )
+        .app_data(web::PayloadConfig::new(max_body_bytes))
+}
+
+/// A limit carried into the extractor from app data.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
+impl FromRequest for PublishBody {
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let limit = req
+            .app_data::<BodyLimit>()
+            .map_or(usize::MAX, |limit| limit.0);
+        if let Some(length) = content_length(req) {
+            if length > limit {
+                return Box::pin(async move { Err(PublishError::TooLarge(limit).into()) });
+            }
+        }
+        let media_type = match req.headers().get(header::CONTENT_TYPE) {
+            None => None,
+            Some(value) => match value
+                .to_str()
+                .ok()
+                .and_then(|v| v.parse::<mime::Mime>().ok())
+            {
+                Some(mime) => Some(mime.essence_str().to_ascii_lowercase()),
+                None => {
+                    let shown = String::from_utf8_lossy(value.as_bytes())
+                        .chars()
+                        .take(100)
+                        .collect::<String>();
+                    return Box::pin(async move {
+                        Err(PublishError::UnsupportedMediaType(format!("{shown:?}")).into())
+                    });
+                }
+            },
+        };
+        match media_type.as_deref() {
+            Some("application/json") => {
+                let json = web::Json::<PublishRequest>::from_request(req, payload);
+                Box::pin(async move { Ok(PublishBody(json.await?.into_inner())) })
+            }
+            Some("application/x-www-form-urlencoded") => {
+                let form = web::Form::<PublishRequest>::from_request(req, payload);
+                Box::pin(async move { Ok(PublishBody(form.await?.into_inner())) })
+            }
+            Some("multipart/form-data") => {
+                let form = MultipartForm::<MultipartPublish>::from_request(req, payload);
+                Box::pin(async move {
+                    let form = form.await?.0;
+                    Ok(PublishBody(PublishRequest {
+                        message: form.message.map(|t| t.0),
+                        topic: form.topic.map(|t| t.0),
+                        event: form.event.map(|t| t.0),
+                    }))
+                })
+            }
+            Some(other) => {
+                let other = format!("{other:?}");
+                Box::pin(async move { Err(PublishError::UnsupportedMediaType(other).into()) })
+            }
+            None if has_body(req) => Box::pin(async move {
+                Err(PublishError::UnsupportedMediaType("(none)".to_owned()).into())
+            }),
+            None => {
+                let query = web::Query::<PublishRequest>::from_query(req.query_string())
+                    .map(|query| PublishBody(query.into_inner()))
+                    .map_err(|error| {
+                        PublishError::Invalid(format!(
+                            "malformed query string: {}",
+                            clip(&error.to_string())
+                        ))
+                        .into()
+                    });
+                Box::pin(async move { query })
+            }
+        }
+    }
+}
+
+fn content_length(req: &HttpRequest) -> Option<usize> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// A body is coming when its length is announced as non-zero or it is chunked.
+fn has_body(req: &HttpRequest) -> bool {
+    content_length(req).is_some_and(|n| n > 0)
+        || req.headers().contains_key(header::TRANSFER_ENCODING)
+}
+
+/// Bounds an error text that may quote the client's input, and keeps it on
+/// one line.
+fn clip(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .take(200)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if text.chars().count() > 200 {
+        out.push('…');
+    }
+    out
+}
+
+fn json_error(error: JsonPayloadError, limit: usize) -> PublishError {
+    match error {
+        JsonPayloadError::OverflowKnownLength { .. } | JsonPayloadError::Overflow { .. } => {
+            PublishError::TooLarge(limit)
+        }
+        JsonPayloadError::Payload(PayloadError::Overflow) => PublishError::TooLarge(limit),
+        JsonPayloadError::ContentType => {
+            PublishError::UnsupportedMediaType("(not JSON)".to_owned())
+        }
+        JsonPayloadError::Deserialize(error) if error.is_data() => {
+            PublishError::Invalid(format!("wrong JSON types: {}", clip(&error.to_string())))
+        }
+        JsonPayloadError::Deserialize(error) => {
+            PublishError::Invalid(format!("malformed JSON: {}", clip(&error.to_string())))
+        }
+        other => PublishError::Invalid(format!("unreadable body: {}", clip(&other.to_string()))),
+    }
+}
+
+fn form_error(error: UrlencodedError, limit: usize) -> PublishError {
+    match error {
+        UrlencodedError::Overflow { .. } => PublishError::TooLarge(limit),
+        UrlencodedError::Payload(PayloadError::Overflow) => PublishError::TooLarge(limit),
+        UrlencodedError::ContentType => {
+            PublishError::UnsupportedMediaType("(not a form)".to_owned())
+        }
+        other => {
+            PublishError::Invalid(format!("malformed form body: {}", clip(&other.to_string())))
+        }
+    }
+}
+
+fn multipart_error(error: MultipartError, limit: usize) -> PublishError {
+    match error {
+        MultipartError::Payload(PayloadError::Overflow) => PublishError::TooLarge(limit),
+        MultipartError::Field { name, source } => PublishError::Invalid(format!(
+            "malformed multipart field {:?}: {}",
+            clip(&name),
+            clip(&source.to_string())
+        )),
+        other => PublishError::Invalid(format!(
+            "malformed multipart body: {}",
+            clip(&other.to_string())
+        )),
+    }
+}

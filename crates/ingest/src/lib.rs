@@ -1,0 +1,21 @@
+//! The publish service: `POST /event-stream` → validate → bus.
+//!
+//! A 201 is sent only after the bus confirmed the event is stored and
+//! broadcast; every other outcome is a JSend error and publishes nothing.
+//!
+//! # Layout
+//! - [`extract`]: reads the request by its Content-Type (JSON, urlencoded,
+//!   multipart, or the query string of a bodyless POST).
+//! - [`error`]: every way a publish fails, each with its status and JSend body.
+//! - [`routes`]: the handler.
+//! - [`startup`]: mounts the routes and builds the service.
+
+pub mod error;
+pub mod extract;
+pub mod routes;
+pub mod startup;
+
+pub use startup::{IngestState, build, configure};
+
+/// Response header carrying the id assigned to a published event.
+pub const EVENT_ID_HEADER: &str = "x-event-id";

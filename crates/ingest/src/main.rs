@@ -1,0 +1,14 @@
+//! The `ingest` binary: the publish service over Redis.
+
+use service_kit::binary::{self, BusRole};
+use service_kit::settings::{BinaryDefaults, Engine};
+
+#[actix_web::main]
+async fn main() -> std::process::ExitCode {
+    let defaults = BinaryDefaults {
+        name: "ingest",
+        port: 8081,
+        engine: Engine::Redis,
+    };
+    binary::run(defaults, BusRole::Publisher, ingest::build).await
+}

@@ -1,0 +1,25 @@
+//! What every event-stream service shares: configuration, logs, HTTP
+//! serving with graceful shutdown, health and metrics.
+//!
+//! # Layout
+//! - [`settings`]: the one configuration tree, layered defaults → file → `ES__` env.
+//! - [`telemetry`]: tracing subscriber, text or JSON.
+//! - [`server`]: binds, serves an app factory, shuts down on a signal within a grace period.
+//! - [`shutdown`]: the token streams watch and the readiness flag.
+//! - [`health`]: `/healthz`, `/readyz`, `/metrics` and JSend fallbacks.
+//! - [`metrics`]: the Prometheus registry and the counters services update.
+//! - [`jsend`]: turning a JSend value into an HTTP response.
+
+pub mod binary;
+pub mod health;
+pub mod jsend;
+pub mod metrics;
+pub mod server;
+pub mod settings;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use metrics::Metrics;
+pub use server::{App, serve};
+pub use settings::{BinaryDefaults, Settings};
+pub use shutdown::Shutdown;

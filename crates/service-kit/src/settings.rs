@@ -1,0 +1,432 @@
+//! The configuration tree every binary shares.
+//!
+//! Layers, later wins: compiled-in defaults (some per binary, like the
+//! port), then an optional TOML file given with `--config FILE`, then
+//! environment variables `ES__<SECTION>__<KEY>` (for example
+//! `ES__HTTP__PORT=8080`). `__` separates levels so keys may contain `_`.
+//! A value that does not parse or breaks a rule stops the start with an
+//! error naming the key.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use config::{Config, Environment, File, FileFormat};
+use serde::Deserialize;
+
+/// Defaults that differ between binaries.
+#[derive(Debug, Clone, Copy)]
+pub struct BinaryDefaults {
+    /// Name used in logs and `--help`.
+    pub name: &'static str,
+    pub port: u16,
+    pub engine: Engine,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    Memory,
+    Redis,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub http: HttpSettings,
+    pub log: LogSettings,
+    pub bus: BusSettings,
+    pub redis: RedisSettings,
+    pub publish: PublishSettings,
+    pub stream: StreamSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct HttpSettings {
+    pub host: String,
+    /// 0 picks a free port (tests do this).
+    pub port: u16,
+    /// Worker threads; 0 means one per CPU core.
+    pub workers: usize,
+    /// How long a stopping service waits for streams and requests to end.
+    pub shutdown_grace_ms: u64,
+    /// Most simultaneous connections per worker; past it, new ones wait in
+    /// the accept queue instead of exhausting file descriptors.
+    pub max_connections: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `info,bus=debug`.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct BusSettings {
+    pub engine: Engine,
+    /// Events retained per topic for resuming clients.
+    pub history_size: usize,
+    /// A topic left unused this long loses its history.
+    pub history_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RedisSettings {
+    pub url: String,
+    /// Prefix of every key and channel, so deployments can share a Redis.
+    pub key_prefix: String,
+    pub pool_size: usize,
+    pub connect_timeout_ms: u64,
+    pub wait_timeout_ms: u64,
+    pub response_timeout_ms: u64,
+    pub ping_interval_ms: u64,
+    pub ping_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PublishSettings {
+    /// Most characters (Unicode scalar values) in a message.
+    pub max_message_chars: usize,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct StreamSettings {
+    /// A comment is sent after this much silence.
+    pub keepalive_ms: u64,
+    /// Reconnection delay advertised to clients with `retry:`.
+    pub retry_ms: u64,
+    /// Events a client may fall behind before its stream is closed.
+    pub queue_capacity: usize,
+    /// Most topics in one subscription.
+    pub max_topics: usize,
+}
+
+/// A configuration that cannot be used; the message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("invalid configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("invalid configuration: {key} (env ES__{env}): {why}")]
+    Rule {
+        key: &'static str,
+        env: String,
+        why: String,
+    },
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// What the command line asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Run { config_file: Option<PathBuf> },
+    Help,
+}
+
+/// Parses `--config FILE`, `--config=FILE` and `--help`.
+pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, SettingsError> {
+    let mut config_file = None;
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "--config" | "-c" => {
+                let file = args
+                    .next()
+                    .ok_or_else(|| SettingsError::Usage("--config needs a file".into()))?;
+                config_file = Some(PathBuf::from(file));
+            }
+            other => match other.strip_prefix("--config=") {
+                Some(file) => config_file = Some(PathBuf::from(file)),
+                None => {
+                    return Err(SettingsError::Usage(format!(
+                        "unknown argument {other:?}; try --help"
+                    )));
+                }
+            },
+        }
+    }
+    Ok(Command::Run { config_file })
+}
+
+impl Settings {
+    /// Defaults → `file` → the process environment.
+    pub fn load(defaults: BinaryDefaults, file: Option<&Path>) -> Result<Self, SettingsError> {
+        Self::load_from(defaults, file, None)
+    }
+
+    /// As [`Settings::load`], with `env` standing in for the process
+    /// environment when given (tests cannot safely set real variables).
+    pub fn load_from(
+        defaults: BinaryDefaults,
+        file: Option<&Path>,
+        env: Option<HashMap<String, String>>,
+    ) -> Result<Self, SettingsError> {
+        let engine = match defaults.engine {
+            Engine::Memory => "memory",
+            Engine::Redis => "redis",
+        };
+        let mut builder = Config::builder()
+            .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
+            .set_default("http.port", i64::from(defaults.port))?
+            .set_default("bus.engine", engine)?;
+        if let Some(file) = file {
+            builder = builder.add_source(File::from(file).format(FileFormat::Toml).required(true));
+        }
+        let environment = Environment::with_prefix("ES")
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true)
+            .source(env);
+        let settings: Settings = builder.add_source(environment).build()?.try_deserialize()?;
+        settings.check()?;
+        Ok(settings)
+    }
+
+    /// Rules serde cannot express.
+    fn check(&self) -> Result<(), SettingsError> {
+        let positive: [(&'static str, u64); 11] = [
+            ("stream.keepalive_ms", self.stream.keepalive_ms),
+            ("stream.queue_capacity", self.stream.queue_capacity as u64),
+            ("stream.max_topics", self.stream.max_topics as u64),
+            (
+                "publish.max_message_chars",
+                self.publish.max_message_chars as u64,
+            ),
+            ("publish.max_body_bytes", self.publish.max_body_bytes as u64),
+            ("redis.pool_size", self.redis.pool_size as u64),
+            ("redis.connect_timeout_ms", self.redis.connect_timeout_ms),
+            ("redis.wait_timeout_ms", self.redis.wait_timeout_ms),
+            ("redis.response_timeout_ms", self.redis.response_timeout_ms),
+            ("redis.ping_interval_ms", self.redis.ping_interval_ms),
+            ("redis.ping_timeout_ms", self.redis.ping_timeout_ms),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(rule(key, "must be at least 1".into()));
+            }
+        }
+        if self.stream.max_topics > shared_types::cursor::MAX_CURSOR_TOPICS {
+            return Err(rule(
+                "stream.max_topics",
+                format!(
+                    "must be at most {}",
+                    shared_types::cursor::MAX_CURSOR_TOPICS
+                ),
+            ));
+        }
+        if self.http.host.trim().is_empty() {
+            return Err(rule("http.host", "must not be empty".into()));
+        }
+        if !self.redis.url.starts_with("redis://")
+            && !self.redis.url.starts_with("rediss://")
+            && !self.redis.url.starts_with("unix://")
+        {
+            return Err(rule(
+                "redis.url",
+                "must start with redis://, rediss:// or unix://".into(),
+            ));
+        }
+        if self.redis.key_prefix.is_empty()
+            || !self
+                .redis
+                .key_prefix
+                .chars()
+                .all(shared_types::publish::is_name_char)
+        {
+            return Err(rule(
+                "redis.key_prefix",
+                "must be 1 or more of A-Z, a-z, 0-9, '_', '.', ':', '-'".into(),
+            ));
+        }
+        if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(rule("log.level", format!("is not a valid filter: {error}")));
+        }
+        Ok(())
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.http.shutdown_grace_ms)
+    }
+
+    /// The in-memory engine's sizes.
+    pub fn memory_config(&self) -> bus::MemoryConfig {
+        bus::MemoryConfig {
+            history_size: self.bus.history_size,
+            history_ttl: Duration::from_secs(self.bus.history_ttl_secs),
+            queue_capacity: self.stream.queue_capacity,
+        }
+    }
+
+    pub fn publish_limits(&self) -> shared_types::Limits {
+        shared_types::Limits {
+            max_message_chars: self.publish.max_message_chars,
+        }
+    }
+}
+
+fn rule(key: &'static str, why: String) -> SettingsError {
+    SettingsError::Rule {
+        key,
+        env: key.replace('.', "__").to_uppercase(),
+        why,
+    }
+}
+
+/// Built-in defaults; `http.port` and `bus.engine` come from the binary.
+/// The README's table of keys mirrors this.
+pub const DEFAULTS: &str = r#"
+[http]
+host = "0.0.0.0"
+workers = 0
+shutdown_grace_ms = 10000
+max_connections = 25000
+
+[log]
+format = "text"
+level = "info"
+
+[bus]
+history_size = 1000
+history_ttl_secs = 86400
+
+[redis]
+url = "redis://127.0.0.1:6379"
+key_prefix = "es"
+pool_size = 16
+connect_timeout_ms = 1000
+wait_timeout_ms = 500
+response_timeout_ms = 1000
+ping_interval_ms = 1000
+ping_timeout_ms = 1000
+
+[publish]
+max_message_chars = 100
+max_body_bytes = 65536
+
+[stream]
+keepalive_ms = 15000
+retry_ms = 3000
+queue_capacity = 1024
+max_topics = 16
+"#;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const STANDALONE: BinaryDefaults = BinaryDefaults {
+        name: "event-stream",
+        port: 9990,
+        engine: Engine::Memory,
+    };
+
+    fn env(pairs: &[(&str, &str)]) -> Option<HashMap<String, String>> {
+        Some(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn defaults_come_from_the_binary_and_the_built_in_table() {
+        let settings = Settings::load_from(STANDALONE, None, env(&[])).unwrap();
+        assert_eq!(settings.http.port, 9990);
+        assert_eq!(settings.bus.engine, Engine::Memory);
+        assert_eq!(settings.publish.max_message_chars, 100);
+        assert_eq!(settings.stream.keepalive_ms, 15000);
+    }
+
+    #[test]
+    fn file_overrides_defaults_and_env_overrides_file() {
+        let dir = std::env::temp_dir().join(format!("es-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            "[http]\nport = 7000\nhost = \"127.0.0.1\"\n[stream]\nretry_ms = 10\n",
+        )
+        .unwrap();
+        let settings = Settings::load_from(
+            STANDALONE,
+            Some(&file),
+            env(&[
+                ("ES__HTTP__PORT", "7001"),
+                ("ES__STREAM__QUEUE_CAPACITY", "5"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(settings.http.port, 7001, "env beats file");
+        assert_eq!(settings.http.host, "127.0.0.1", "file beats default");
+        assert_eq!(settings.stream.retry_ms, 10);
+        assert_eq!(
+            settings.stream.queue_capacity, 5,
+            "keys with '_' are not split"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases = [
+            (("ES__HTTP__PORT", "nope"), "http.port"),
+            (("ES__HTTP__PORT", "70000"), "http.port"),
+            (("ES__STREAM__KEEPALIVE_MS", "0"), "stream.keepalive_ms"),
+            (("ES__BUS__ENGINE", "kafka"), "bus.engine"),
+            (("ES__LOG__FORMAT", "xml"), "log.format"),
+            (("ES__REDIS__URL", "http://x"), "redis.url"),
+        ];
+        for ((key, value), named) in cases {
+            let error = Settings::load_from(STANDALONE, None, env(&[(key, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains(named),
+                "{key}={value}: {error:?} should name {named}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_missing_config_file_is_an_error() {
+        let error = Settings::load_from(
+            STANDALONE,
+            Some(Path::new("/nonexistent/es.toml")),
+            env(&[]),
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("es.toml"), "{error}");
+    }
+
+    #[test]
+    fn arguments_give_the_config_file() {
+        let args = |a: &[&str]| parse_args(a.iter().map(|s| s.to_string()));
+        assert_eq!(args(&[]).unwrap(), Command::Run { config_file: None });
+        assert_eq!(
+            args(&["--config", "a.toml"]).unwrap(),
+            Command::Run {
+                config_file: Some("a.toml".into())
+            }
+        );
+        assert_eq!(
+            args(&["--config=b.toml"]).unwrap(),
+            Command::Run {
+                config_file: Some("b.toml".into())
+            }
+        );
+        assert_eq!(args(&["--help"]).unwrap(), Command::Help);
+        assert!(args(&["--bogus"]).is_err());
+        assert!(args(&["--config"]).is_err());
+    }
+}

@@ -1,0 +1,67 @@
+//! The JSend envelope: `success` with data, `fail` for the caller's mistakes,
+//! `error` for ours.
+
+use serde::{Deserialize, Serialize};
+
+/// One JSend answer. Serialises with `status` first, so a success is byte for
+/// byte `{"status":"success","data":"<message>"}` like the tutorial's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum JSend<T = String> {
+    /// The request did what it asked.
+    Success { data: T },
+    /// The request was wrong; `data` says how.
+    Fail { data: T },
+    /// The server could not do it; `message` says why, without internals.
+    Error { message: String },
+}
+
+impl JSend<String> {
+    pub fn success(data: impl Into<String>) -> Self {
+        Self::Success { data: data.into() }
+    }
+
+    pub fn fail(data: impl Into<String>) -> Self {
+        Self::Fail { data: data.into() }
+    }
+
+    pub fn error(message: impl Into<String>) -> Self {
+        Self::Error {
+            message: message.into(),
+        }
+    }
+}
+
+impl<T: Serialize> JSend<T> {
+    /// The JSON body; serialising strings and plain enums cannot fail.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| {
+            r#"{"status":"error","message":"unserialisable response"}"#.to_owned()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn success_is_byte_compatible_with_the_tutorial() {
+        assert_eq!(
+            JSend::success("hi \"you\"").to_json(),
+            r#"{"status":"success","data":"hi \"you\""}"#
+        );
+    }
+
+    #[test]
+    fn fail_and_error_have_their_jsend_shapes() {
+        assert_eq!(
+            JSend::fail("x").to_json(),
+            r#"{"status":"fail","data":"x"}"#
+        );
+        assert_eq!(
+            JSend::error("down").to_json(),
+            r#"{"status":"error","message":"down"}"#
+        );
+    }
+}

@@ -1,0 +1,189 @@
+//! The publish request: the tutorial's `message`, plus an optional `topic`
+//! and SSE `event` type, and the rules each must follow.
+
+use serde::Deserialize;
+use validator::{Validate, ValidateArgs, ValidationError, ValidationErrors};
+
+/// Topic used when a request names none, so the tutorial's commands work unchanged.
+pub const DEFAULT_TOPIC: &str = "default";
+/// SSE event type used when a request names none, as in the tutorial.
+pub const DEFAULT_EVENT_TYPE: &str = "message";
+/// Longest topic name, in bytes (the character set is ASCII).
+pub const MAX_TOPIC_LEN: usize = 128;
+/// Longest event type, in bytes (the character set is ASCII).
+pub const MAX_EVENT_TYPE_LEN: usize = 64;
+
+/// Limits that come from configuration rather than from the contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most Unicode scalar values a message may have (the tutorial's 100 by default).
+    pub max_message_chars: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_chars: 100,
+        }
+    }
+}
+
+/// A publish request as it arrives, from JSON, a form or the query string.
+/// Every field is optional here so a missing one gets our own clear message
+/// rather than a deserialiser's.
+#[derive(Debug, Clone, Default, Deserialize, Validate)]
+#[validate(context = Limits)]
+pub struct PublishRequest {
+    #[validate(custom(function = "check_message", use_context))]
+    pub message: Option<String>,
+    #[validate(custom(function = "check_topic"))]
+    pub topic: Option<String>,
+    #[validate(custom(function = "check_event_type"))]
+    pub event: Option<String>,
+}
+
+/// A request that passed validation, with defaults filled in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidPublish {
+    pub message: String,
+    pub topic: String,
+    pub event_type: String,
+}
+
+impl PublishRequest {
+    /// Checks every rule and names the first broken one per field, in a
+    /// stable order (message, topic, event) so clients can rely on the text.
+    pub fn validate_into(self, limits: &Limits) -> Result<ValidPublish, String> {
+        if self.message.is_none() {
+            return Err("message is required".to_owned());
+        }
+        self.validate_with_args(limits).map_err(describe)?;
+        Ok(ValidPublish {
+            message: self.message.unwrap_or_default(),
+            topic: self.topic.unwrap_or_else(|| DEFAULT_TOPIC.to_owned()),
+            event_type: self.event.unwrap_or_else(|| DEFAULT_EVENT_TYPE.to_owned()),
+        })
+    }
+}
+
+/// Joins the field errors into one sentence. The rejected value is never
+/// echoed: it may be huge or hostile.
+fn describe(errors: ValidationErrors) -> String {
+    let fields = errors.field_errors();
+    ["message", "topic", "event"]
+        .iter()
+        .filter_map(|name| {
+            let first = fields.get(*name)?.first()?;
+            let why = first.message.as_deref().unwrap_or("is invalid");
+            Some(format!("{name} {why}"))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn rule(code: &'static str, message: String) -> ValidationError {
+    ValidationError::new(code).with_message(message.into())
+}
+
+fn check_message(message: &str, limits: &Limits) -> Result<(), ValidationError> {
+    let max = limits.max_message_chars;
+    match message.chars().take(max + 1).count() {
+        0 => Err(rule("empty", "must not be empty".to_owned())),
+        n if n > max => Err(rule(
+            "too_long",
+            format!("must be at most {max} characters"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// True for the characters allowed in topics and event types: ASCII letters,
+/// digits and `_ . : -`. No space, CR, LF or NUL can reach an SSE line.
+pub fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-')
+}
+
+fn check_name(value: &str, max: usize) -> Result<(), ValidationError> {
+    if value.is_empty() || value.len() > max {
+        return Err(rule("length", format!("must be 1 to {max} characters")));
+    }
+    if !value.chars().all(is_name_char) {
+        return Err(rule(
+            "charset",
+            "may only contain A-Z, a-z, 0-9, '_', '.', ':' and '-'".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// Validates a topic name, as used by both publishers and subscribers.
+pub fn check_topic(topic: &str) -> Result<(), ValidationError> {
+    check_name(topic, MAX_TOPIC_LEN)
+}
+
+fn check_event_type(event: &str) -> Result<(), ValidationError> {
+    check_name(event, MAX_EVENT_TYPE_LEN)
+}
+
+/// The reason a topic name is refused, as a sentence fragment.
+pub fn topic_error(topic: &str) -> Option<String> {
+    check_topic(topic)
+        .err()
+        .map(|e| e.message.map(|m| m.into_owned()).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(message: Option<&str>, topic: Option<&str>, event: Option<&str>) -> PublishRequest {
+        PublishRequest {
+            message: message.map(str::to_owned),
+            topic: topic.map(str::to_owned),
+            event: event.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn defaults_fill_topic_and_event_type() {
+        let valid = request(Some("hi"), None, None)
+            .validate_into(&Limits::default())
+            .unwrap();
+        assert_eq!(valid.topic, DEFAULT_TOPIC);
+        assert_eq!(valid.event_type, DEFAULT_EVENT_TYPE);
+    }
+
+    #[test]
+    fn message_length_counts_characters_not_bytes() {
+        let limits = Limits::default();
+        assert!(
+            request(Some(&"é".repeat(100)), None, None)
+                .validate_into(&limits)
+                .is_ok()
+        );
+        let err = request(Some(&"é".repeat(101)), None, None)
+            .validate_into(&limits)
+            .unwrap_err();
+        assert_eq!(err, "message must be at most 100 characters");
+    }
+
+    #[test]
+    fn every_broken_field_is_named_without_echoing_values() {
+        let err = request(Some(""), Some("a b"), Some("x\ny"))
+            .validate_into(&Limits::default())
+            .unwrap_err();
+        assert_eq!(
+            err,
+            "message must not be empty; topic may only contain A-Z, a-z, 0-9, '_', '.', ':' and '-'; \
+             event may only contain A-Z, a-z, 0-9, '_', '.', ':' and '-'"
+        );
+    }
+
+    #[test]
+    fn missing_message_is_required() {
+        let err = request(None, None, None)
+            .validate_into(&Limits::default())
+            .unwrap_err();
+        assert_eq!(err, "message is required");
+    }
+}

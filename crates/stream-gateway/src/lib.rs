@@ -1,0 +1,21 @@
+//! The fan-out service: `GET /event-stream` → Server-Sent Events.
+//!
+//! Each stream subscribes to the bus for its topics, replays what the
+//! client missed, then follows the live feed, closing the seam between the
+//! two with per-topic offsets so nothing is lost or repeated.
+//!
+//! # Layout
+//! - [`request`]: topics and the resume cursor, from the query and `Last-Event-ID`.
+//! - [`stream`]: one client's SSE body: replay, live events, keep-alives,
+//!   the slow-client cut-off and the graceful end.
+//! - [`error`]: refusals before a stream starts, rendered as JSend.
+//! - [`routes`]: the handler.
+//! - [`startup`]: mounts the route and builds the service.
+
+pub mod error;
+pub mod request;
+pub mod routes;
+pub mod startup;
+pub mod stream;
+
+pub use startup::{GatewayState, build, configure};
