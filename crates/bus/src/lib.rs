@@ -7,14 +7,19 @@
 //!
 //! # Layout
 //! - [`memory`]: per-topic ring buffer of history plus a broadcast channel.
+//! - [`redis`](mod@crate::redis): history in Redis streams, fan-out through
+//!   one supervised pub/sub connection per process, gaps refilled from history.
 //! - [`replay`]: the rules that decide what a resuming reader gets, and when
 //!   it must be told that history was lost (shared by both engines).
 //! - [`subscription`]: a live feed of one topic's events, bounded per reader.
 //! - [`error`]: what can go wrong talking to an engine.
+//! - [`stats`]: counters an engine keeps about itself, for metrics.
 
 pub mod error;
 pub mod memory;
+pub mod redis;
 pub mod replay;
+pub mod stats;
 pub mod subscription;
 
 use std::sync::Arc;
@@ -23,18 +28,30 @@ pub use error::Error;
 pub use memory::{MemoryConfig, MemoryEngine};
 pub use replay::{Replay, ResetReason};
 use shared_types::Position;
+pub use stats::BusStats;
 pub use subscription::{Recv, Subscription};
+
+pub use crate::redis::{RedisConfig, RedisEngine, Role};
 
 /// A cheap, cloneable handle to the configured engine.
 #[derive(Debug, Clone)]
 pub enum Bus {
     Memory(Arc<MemoryEngine>),
+    Redis(Arc<RedisEngine>),
 }
 
 impl Bus {
     /// An in-memory bus: history and fan-out inside this process only.
     pub fn memory(config: MemoryConfig) -> Self {
         Bus::Memory(MemoryEngine::new(config))
+    }
+
+    /// A Redis bus. Fails fast when Redis cannot be reached now (the error
+    /// names the URL, password masked); once running, it rides out outages,
+    /// reconnecting with backoff. A [`Role::Subscriber`] also starts the
+    /// pub/sub relay and returns once pub/sub delivers.
+    pub async fn redis(config: RedisConfig, role: Role) -> Result<Self, Error> {
+        Ok(Bus::Redis(RedisEngine::connect(config, role).await?))
     }
 
     /// Stores the event in the topic's history and sends it to every live
@@ -47,6 +64,7 @@ impl Bus {
     ) -> Result<Position, Error> {
         match self {
             Bus::Memory(engine) => Ok(engine.publish(topic, event_type, data)),
+            Bus::Redis(engine) => engine.publish(topic, event_type, data).await,
         }
     }
 
@@ -54,6 +72,7 @@ impl Bus {
     pub async fn head(&self, topic: &str) -> Result<Position, Error> {
         match self {
             Bus::Memory(engine) => Ok(engine.head(topic)),
+            Bus::Redis(engine) => engine.head(topic).await,
         }
     }
 
@@ -62,6 +81,7 @@ impl Bus {
     pub async fn subscribe(&self, topic: &str) -> Result<Subscription, Error> {
         match self {
             Bus::Memory(engine) => Ok(engine.subscribe(topic)),
+            Bus::Redis(engine) => engine.subscribe(topic).await,
         }
     }
 
@@ -70,6 +90,7 @@ impl Bus {
     pub async fn replay(&self, topic: &str, after: Position) -> Result<Replay, Error> {
         match self {
             Bus::Memory(engine) => Ok(engine.replay(topic, after)),
+            Bus::Redis(engine) => engine.replay(topic, after).await,
         }
     }
 
@@ -77,6 +98,7 @@ impl Bus {
     pub async fn is_ready(&self) -> bool {
         match self {
             Bus::Memory(_) => true,
+            Bus::Redis(engine) => engine.is_ready().await,
         }
     }
 
@@ -84,6 +106,25 @@ impl Bus {
     pub fn engine_name(&self) -> &'static str {
         match self {
             Bus::Memory(_) => "memory",
+            Bus::Redis(_) => "redis",
+        }
+    }
+
+    /// The engine's counters (reconnects, refills, replayed events), for
+    /// metrics. The memory engine has none of these events: all zeros.
+    pub fn stats(&self) -> BusStats {
+        match self {
+            Bus::Memory(_) => BusStats::default(),
+            Bus::Redis(engine) => engine.stats(),
+        }
+    }
+
+    /// Stops background work (the Redis relay; live subscriptions then end
+    /// with [`Recv::Closed`]). Dropping the last handle does the same.
+    pub fn shutdown(&self) {
+        match self {
+            Bus::Memory(_) => {}
+            Bus::Redis(engine) => engine.shutdown(),
         }
     }
 }

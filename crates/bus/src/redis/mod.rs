@@ -1,0 +1,232 @@
+//! The Redis engine: history and fan-out shared by every replica.
+//!
+//! Publishing is one Lua script that stores the event in the topic's stream
+//! and publishes it on the topic's channel, atomically. Reading history
+//! (head, replay) goes through a pool of multiplexed connections. A
+//! subscriber process also keeps one dedicated pub/sub connection, run by a
+//! supervised relay that turns Redis's at-most-once pub/sub into a
+//! contiguous feed per topic by refilling gaps from the streams.
+//!
+//! # Layout
+//! - `schema`: key names, the publish script, the pub/sub
+//!   message encoding and the decoders for everything read back.
+//! - `store`: pooled commands (publish, head, replay) under
+//!   one deadline each.
+//! - `relay`: the pub/sub connection, its supervision, the
+//!   per-topic hub and gap refilling.
+
+mod relay;
+mod schema;
+mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use shared_types::Position;
+use tokio_util::sync::CancellationToken;
+
+use self::relay::{Hub, Relay};
+use self::store::Store;
+use crate::error::Error;
+use crate::replay::Replay;
+use crate::stats::{BusStats, Counters};
+use crate::subscription::Subscription;
+
+/// How the Redis engine is reached and sized. Durations are plain
+/// [`Duration`]s; the services map their `*_ms` settings onto them.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:port[/db]` (or `rediss://`, `unix://`).
+    /// Never logged as is: errors and logs show it with the password masked.
+    pub url: String,
+    /// Prefix of every key and channel, so several deployments (or tests)
+    /// can share one Redis without seeing each other's data.
+    pub key_prefix: String,
+    /// Pooled connections for commands. Each is multiplexed, so a few
+    /// serve many concurrent requests.
+    pub pool_size: usize,
+    /// Bound on opening a connection (TCP and handshake): a Redis that
+    /// accepts but does not answer must not hold a request.
+    pub connect_timeout: Duration,
+    /// Bound on waiting for a free pooled connection under load.
+    pub wait_timeout: Duration,
+    /// Bound on one command's reply. With the two above it sets the
+    /// deadline of every operation (see [`RedisConfig::operation_timeout`]),
+    /// which is how a publish fails within about a second when Redis is
+    /// down or hung, and ingest can answer 503 quickly.
+    pub response_timeout: Duration,
+    /// Events each topic's stream keeps (`MAXLEN ~`, so a little more) for
+    /// resuming readers.
+    pub history_size: usize,
+    /// A topic nobody publishes to for this long is forgotten by Redis (TTL
+    /// on its keys, refreshed by each publish); its next event starts a new
+    /// epoch. Zero keeps topics forever.
+    pub history_ttl: Duration,
+    /// Events a local subscriber may fall behind before it counts as
+    /// lagging (the capacity of each topic's broadcast ring).
+    pub queue_capacity: usize,
+    /// How often the subscriber relay proves that pub/sub delivers.
+    pub ping_interval: Duration,
+    /// How long a health check may take before the connection counts as
+    /// dead (a hung Redis answers nothing, it does not close).
+    pub ping_timeout: Duration,
+    /// First delay before reconnecting the pub/sub connection.
+    pub backoff_min: Duration,
+    /// Longest delay between reconnect attempts; the delay doubles up to
+    /// this and resets after a healthy session.
+    pub backoff_max: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: "redis://127.0.0.1:6379".to_owned(),
+            key_prefix: "es".to_owned(),
+            pool_size: 16,
+            connect_timeout: Duration::from_millis(500),
+            wait_timeout: Duration::from_millis(500),
+            response_timeout: Duration::from_millis(500),
+            history_size: 1000,
+            history_ttl: Duration::from_secs(86_400),
+            queue_capacity: 1024,
+            ping_interval: Duration::from_secs(1),
+            ping_timeout: Duration::from_millis(1000),
+            backoff_min: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(30),
+        }
+    }
+}
+
+impl RedisConfig {
+    /// Deadline of one operation, from asking the pool for a connection to
+    /// the last reply: the longer of getting a connection (waiting for a
+    /// free one, or opening one) plus one reply. 1 s by default.
+    pub fn operation_timeout(&self) -> Duration {
+        self.wait_timeout.max(self.connect_timeout) + self.response_timeout
+    }
+}
+
+/// What a process does with the bus; decides which connections it keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Publishes only (ingest): the pool, no pub/sub connection.
+    /// [`Bus::subscribe`](crate::Bus::subscribe) is refused.
+    Publisher,
+    /// Reads and fans out (gateway): the pool plus the pub/sub relay,
+    /// started at once.
+    Subscriber,
+}
+
+/// The Redis engine behind [`Bus::Redis`](crate::Bus::Redis).
+#[derive(Debug)]
+pub struct RedisEngine {
+    store: Arc<Store>,
+    /// The local fan-out; only in the subscriber role.
+    hub: Option<Arc<Hub>>,
+    role: Role,
+    /// Stops the relay when the engine is dropped or shut down.
+    shutdown: CancellationToken,
+}
+
+impl RedisEngine {
+    /// Connects (failing fast, with the URL minus its password in the
+    /// error) and, for a subscriber, starts the relay and waits until
+    /// pub/sub delivers. Later outages are retried forever in the
+    /// background.
+    pub async fn connect(config: RedisConfig, role: Role) -> Result<Arc<Self>, Error> {
+        let url = store::redact(&config.url);
+        let store = Arc::new(Store::new(config, url.clone())?);
+        let unreachable = |error: Error| match error {
+            Error::Timeout(bound) => Error::Unavailable(format!(
+                "Redis at {url} did not answer within {} ms",
+                bound.as_millis()
+            )),
+            Error::Unavailable(why) | Error::Corrupt(why) => {
+                Error::Unavailable(format!("cannot reach Redis at {url}: {why}"))
+            }
+        };
+        store.ping().await.map_err(unreachable)?;
+        store.load_script().await.map_err(unreachable)?;
+        let shutdown = CancellationToken::new();
+        let hub = match role {
+            Role::Publisher => None,
+            Role::Subscriber => Some(Relay::start(store.clone(), shutdown.clone()).await?),
+        };
+        tracing::info!(%url, ?role, "connected to Redis");
+        Ok(Arc::new(Self {
+            store,
+            hub,
+            role,
+            shutdown,
+        }))
+    }
+
+    pub async fn publish(
+        &self,
+        topic: &str,
+        event_type: &str,
+        data: &str,
+    ) -> Result<Position, Error> {
+        self.store.publish(topic, event_type, data).await
+    }
+
+    pub async fn head(&self, topic: &str) -> Result<Position, Error> {
+        self.store.head(topic).await
+    }
+
+    /// Subscriber role only; see [`Role`]. Returns once Redis confirmed the
+    /// channel subscription (an event published after this returns is
+    /// delivered). While the pub/sub connection is down it fails at once
+    /// with [`Error::Unavailable`] (the gateway answers 503, the client
+    /// retries); subscriptions opened before an outage stay open and are
+    /// refilled from history when the relay reconnects.
+    pub async fn subscribe(&self, topic: &str) -> Result<Subscription, Error> {
+        match &self.hub {
+            Some(hub) => hub.subscribe(topic).await,
+            None => Err(Error::Unavailable(
+                "this bus was started in the publisher role and cannot subscribe".to_owned(),
+            )),
+        }
+    }
+
+    pub async fn replay(&self, topic: &str, after: Position) -> Result<Replay, Error> {
+        let replay = self.store.replay(&Arc::from(topic), after).await?;
+        Counters::add(
+            &self.store.counters.replayed_events,
+            replay.events.len() as u64,
+        );
+        Ok(replay)
+    }
+
+    /// Publisher: a PING through the pool answers within the ping timeout.
+    /// Subscriber: the relay's last health check (a message published
+    /// through the pool and received on the pub/sub connection) arrived.
+    pub async fn is_ready(&self) -> bool {
+        match &self.hub {
+            Some(hub) => hub.is_ready(),
+            None => tokio::time::timeout(self.store.config.ping_timeout, self.store.ping())
+                .await
+                .is_ok_and(|result| result.is_ok()),
+        }
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    pub fn stats(&self) -> BusStats {
+        self.store.counters.snapshot()
+    }
+
+    /// Stops the relay: live subscriptions end with
+    /// [`Recv::Closed`](crate::Recv::Closed). Commands keep working.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl Drop for RedisEngine {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}

@@ -1,0 +1,774 @@
+//! The subscriber side: one pub/sub connection per process, kept alive, and
+//! a local hub that fans its messages out per topic without gaps.
+//!
+//! # The hub
+//! The [`Hub`] maps each topic with local subscribers to a [`Feed`]: its
+//! broadcast sender, the last position delivered, and how many local
+//! subscribers it has. The map is the truth about what this process wants:
+//! [`Hub::subscribe`] and the release of the last subscriber change it,
+//! then ask the relay to reconcile that topic. The relay compares the map
+//! with what the connection is subscribed to and sends SUBSCRIBE or
+//! UNSUBSCRIBE, so requests can never be applied in the wrong order.
+//!
+//! # Contiguity
+//! Offsets of a topic are contiguous within an epoch, so the relay knows
+//! exactly what a feed should deliver next. A message at `last + 1` goes
+//! out; one at or below `last` is a duplicate and is dropped; one further
+//! ahead means pub/sub lost something, and the missing events are read from
+//! the stream and delivered first. A message of another epoch goes out as
+//! is: the history was recreated, and the reader's own replay reports that.
+//! After every reconnect each feed is refilled from its last position, so
+//! an outage shows up as a delay, not as a gap.
+//!
+//! # Supervision
+//! A RESP2 pub/sub connection never reconnects by itself, and it stays
+//! silent rather than failing when Redis hangs. So every await has a
+//! timeout and races shutdown, and a health check publishes a token to a
+//! channel private to this relay every `ping_interval`: only its arrival
+//! within `ping_timeout` proves that publishing and delivery both work.
+//! Readiness is exactly "the last check arrived". A failed check ends the
+//! session; the relay reconnects with exponential backoff (reset only after
+//! a session that passed two checks, so a flapping Redis is not hammered).
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use ::redis::Msg;
+use ::redis::aio::{PubSubSink, PubSubStream};
+use futures_util::StreamExt;
+use shared_types::{Event, Position};
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::schema::{self, Message};
+use super::store::Store;
+use crate::error::Error;
+use crate::stats::Counters;
+use crate::subscription::Subscription;
+
+/// Most channels named in one SUBSCRIBE, so resubscribing thousands of
+/// topics after a reconnect does not build one enormous command.
+const SUBSCRIBE_CHUNK: usize = 500;
+
+/// One topic's live feed inside this process.
+struct Feed {
+    /// One ring per topic: an event is stored once however many local
+    /// subscribers read it, and a slow one lags instead of blocking.
+    sender: broadcast::Sender<Arc<Event>>,
+    /// Local subscribers; the feed (and the Redis subscription) goes when
+    /// the last one drops.
+    subscribers: usize,
+    /// Tells a release which feed it belongs to, should the topic have been
+    /// dropped and subscribed again in between.
+    generation: u64,
+    /// The newest position delivered, the base of gap detection. `None`
+    /// only when the head could not be read at activation; the first
+    /// message then sets it.
+    last: Option<Position>,
+    /// False until the relay has confirmed SUBSCRIBE and read the head;
+    /// `subscribe` waits for true, the relay delivers nothing before it.
+    active: watch::Sender<bool>,
+}
+
+/// Per-topic fan-out for this process, shared by the engine, the release
+/// callbacks of subscriptions, and the relay.
+pub(crate) struct Hub {
+    feeds: Mutex<HashMap<Arc<str>, Feed>>,
+    /// Topics whose feed changed and need reconciling with Redis.
+    reconcile: mpsc::UnboundedSender<Arc<str>>,
+    /// A pub/sub session is up: new subscriptions can be confirmed.
+    connected: AtomicBool,
+    /// The last health check arrived in time.
+    ready: watch::Sender<bool>,
+    /// Source of [`Feed::generation`].
+    generations: AtomicU64,
+    /// Capacity of each feed's broadcast ring.
+    queue_capacity: usize,
+    /// How long `subscribe` waits for the relay to confirm.
+    confirm_timeout: Duration,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // try_lock: formatting must never wait on (or deadlock with) delivery.
+        let topics = self.feeds.try_lock().map(|feeds| feeds.len()).ok();
+        f.debug_struct("Hub")
+            .field("topics", &topics)
+            .field("connected", &self.connected.load(Ordering::Relaxed))
+            .field("ready", &*self.ready.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Hub {
+    /// Locks ignoring poison: every critical section leaves the map
+    /// consistent, so one panic must not stop all delivery.
+    fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, Feed>> {
+        self.feeds
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn is_ready(&self) -> bool {
+        self.connected.load(Ordering::Acquire) && *self.ready.borrow()
+    }
+
+    /// Joins the topic's feed; returns once Redis has confirmed the channel
+    /// subscription, so any event published after this returns is delivered.
+    ///
+    /// While the pub/sub connection is down this fails at once rather than
+    /// waiting: the caller (the gateway) answers 503 and the client retries,
+    /// which beats holding requests open for an outage of unknown length.
+    pub(crate) async fn subscribe(self: &Arc<Self>, topic: &str) -> Result<Subscription, Error> {
+        if !self.connected.load(Ordering::Acquire) {
+            return Err(Error::Unavailable(
+                "Redis pub/sub connection is down; reconnecting".into(),
+            ));
+        }
+        let (subscription, mut active, created) = {
+            let mut feeds = self.lock();
+            let created = !feeds.contains_key(topic);
+            if created {
+                let (sender, _) = broadcast::channel(self.queue_capacity.max(1));
+                feeds.insert(
+                    Arc::from(topic),
+                    Feed {
+                        sender,
+                        subscribers: 0,
+                        generation: self.generations.fetch_add(1, Ordering::Relaxed),
+                        last: None,
+                        active: watch::channel(false).0,
+                    },
+                );
+            }
+            let (topic, feed) = feed_mut(&mut feeds, topic)
+                .ok_or_else(|| Error::Unavailable("hub lost a topic".into()))?;
+            feed.subscribers += 1;
+            // The receiver exists before activation, so nothing the relay
+            // delivers after confirming can slip past this subscriber.
+            let receiver = feed.sender.subscribe();
+            let hub = Arc::downgrade(self);
+            let generation = feed.generation;
+            let release_topic = topic.clone();
+            let release = Box::new(move || release(&hub, &release_topic, generation));
+            let subscription = Subscription::new(receiver, Some(release));
+            let active = feed.active.subscribe();
+            if created {
+                let _ = self.reconcile.send(topic);
+            }
+            (subscription, active, created)
+        };
+        debug!(%topic, created, "waiting for the relay to confirm a subscription");
+        // Dropping `subscription` on any error below releases it again.
+        match tokio::time::timeout(self.confirm_timeout, active.wait_for(|active| *active)).await {
+            Ok(Ok(_)) => Ok(subscription),
+            Ok(Err(_)) => Err(Error::Unavailable(
+                "the bus shut down before the subscription was confirmed".into(),
+            )),
+            Err(_) => Err(Error::Timeout(self.confirm_timeout)),
+        }
+    }
+
+    /// Drops every feed: their subscribers see the end of the feed.
+    fn close(&self) {
+        self.connected.store(false, Ordering::Release);
+        self.ready.send_replace(false);
+        self.lock().clear();
+    }
+}
+
+/// The feed of `topic` with the map's own key, shared by every event.
+fn feed_mut<'a>(
+    feeds: &'a mut HashMap<Arc<str>, Feed>,
+    topic: &str,
+) -> Option<(Arc<str>, &'a mut Feed)> {
+    let key = feeds.get_key_value(topic)?.0.clone();
+    Some((key, feeds.get_mut(topic)?))
+}
+
+/// Run when a subscription drops: the last local subscriber of a topic
+/// takes the feed with it and asks the relay to unsubscribe.
+fn release(hub: &Weak<Hub>, topic: &Arc<str>, generation: u64) {
+    let Some(hub) = hub.upgrade() else { return };
+    let mut feeds = hub.lock();
+    if let Some(feed) = feeds.get_mut(topic)
+        && feed.generation == generation
+    {
+        feed.subscribers = feed.subscribers.saturating_sub(1);
+        if feed.subscribers == 0 {
+            feeds.remove(topic);
+            let _ = hub.reconcile.send(topic.clone());
+        }
+    }
+}
+
+/// Where a position stands relative to what a feed delivered.
+#[derive(Debug, PartialEq, Eq)]
+enum Order {
+    /// Deliver it: the next offset, another epoch, or nothing known yet.
+    Next,
+    /// Already delivered.
+    Duplicate,
+    /// Events between the last delivered and this one are missing.
+    Gap,
+}
+
+fn order(last: Option<Position>, position: Position) -> Order {
+    match last {
+        None => Order::Next,
+        Some(last) if last.epoch != position.epoch => Order::Next,
+        Some(last) if position.offset <= last.offset => Order::Duplicate,
+        Some(last) if position.offset == last.offset + 1 => Order::Next,
+        Some(_) => Order::Gap,
+    }
+}
+
+/// Why a relay operation did not complete.
+#[derive(Debug)]
+enum Stop {
+    Shutdown,
+    /// The session is unusable; the text says why, for the log.
+    Broken(String),
+}
+
+/// One pub/sub connection and what it is subscribed to.
+struct Session {
+    /// Sends SUBSCRIBE/UNSUBSCRIBE and waits for Redis's confirmation.
+    sink: PubSubSink,
+    /// Messages in the order Redis sent them; ends when the connection does.
+    stream: PubSubStream,
+    /// Topics this connection is subscribed to, compared with the hub's
+    /// map to decide what to (un)subscribe.
+    subscribed: HashSet<Arc<str>>,
+    /// Health checks passed; two mean the session was healthy.
+    checks_passed: u32,
+}
+
+/// A health check in flight: the token published and when it is due.
+struct Check {
+    /// Unique per check, so a late answer to an earlier one proves nothing.
+    token: String,
+    /// Past this, the session counts as dead.
+    due: Instant,
+}
+
+/// The task that owns the pub/sub connection. See the module docs.
+pub(crate) struct Relay {
+    /// Pooled commands: head reads, refills and health-check publishes.
+    store: Arc<Store>,
+    hub: Arc<Hub>,
+    /// Opens the dedicated pub/sub connection (never a pooled one: a
+    /// subscribed connection can run no other command).
+    client: ::redis::Client,
+    /// Topics to reconcile; unbounded because senders are synchronous
+    /// (a subscription's drop) and each entry is one topic name.
+    commands: mpsc::UnboundedReceiver<Arc<str>>,
+    /// Cancelled by the engine's shutdown or drop; every await races it.
+    shutdown: CancellationToken,
+    /// This relay's private channel for health checks.
+    health_channel: String,
+    /// Counter that makes each health token unique.
+    checks_sent: u64,
+}
+
+impl Relay {
+    /// Connects the first session (failing fast if that fails), starts the
+    /// relay task and waits for the first health check, so a subscriber
+    /// bus is ready when it is returned.
+    pub(crate) async fn start(
+        store: Arc<Store>,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Hub>, Error> {
+        let config = &store.config;
+        let client = ::redis::Client::open(config.url.as_str())
+            .map_err(|e| Error::Unavailable(format!("invalid Redis URL {}: {e}", store.url)))?;
+        let (reconcile, commands) = mpsc::unbounded_channel();
+        let hub = Arc::new(Hub {
+            feeds: Mutex::new(HashMap::new()),
+            reconcile,
+            connected: AtomicBool::new(false),
+            ready: watch::channel(false).0,
+            generations: AtomicU64::new(0),
+            queue_capacity: config.queue_capacity,
+            confirm_timeout: config.operation_timeout() * 2,
+        });
+        let token = format!("{:016x}", rand::random::<u64>());
+        let mut relay = Relay {
+            health_channel: store.keys.health_channel(&token),
+            store,
+            hub: hub.clone(),
+            client,
+            commands,
+            shutdown,
+            checks_sent: 0,
+        };
+        let session = relay.open().await.map_err(|stop| match stop {
+            Stop::Shutdown => Error::Unavailable("the bus shut down while connecting".into()),
+            Stop::Broken(why) => Error::Unavailable(format!(
+                "cannot subscribe at Redis {}: {why}",
+                relay.store.url
+            )),
+        })?;
+        let first_check = relay.store.config.ping_timeout + relay.store.config.operation_timeout();
+        let shutdown = relay.shutdown.clone();
+        tokio::spawn(relay.run(session));
+        let mut ready = hub.ready.subscribe();
+        if tokio::time::timeout(first_check, ready.wait_for(|ready| *ready))
+            .await
+            .is_err()
+        {
+            shutdown.cancel();
+            return Err(Error::Unavailable(
+                "Redis pub/sub did not deliver the first health check".into(),
+            ));
+        }
+        Ok(hub)
+    }
+
+    /// Reconnects forever with backoff until shutdown, then closes the hub.
+    async fn run(mut self, first: Session) {
+        let config = self.store.config.clone();
+        let mut backoff = config.backoff_min;
+        let mut session = Some(first);
+        loop {
+            let current = match session.take() {
+                Some(current) => current,
+                None => match self.open().await {
+                    Ok(current) => {
+                        Counters::add(&self.store.counters.reconnects, 1);
+                        info!(url = %self.store.url, "redis pub/sub reconnected");
+                        current
+                    }
+                    Err(Stop::Shutdown) => break,
+                    Err(Stop::Broken(why)) => {
+                        warn!(url = %self.store.url, %why, retry_in_ms = backoff.as_millis() as u64, "redis pub/sub reconnect failed");
+                        if self.pause(backoff).await.is_err() {
+                            break;
+                        }
+                        backoff = (backoff * 2).min(config.backoff_max);
+                        continue;
+                    }
+                },
+            };
+            let (end, healthy) = self.serve(current).await;
+            self.hub.connected.store(false, Ordering::Release);
+            self.hub.ready.send_replace(false);
+            match end {
+                Stop::Shutdown => break,
+                Stop::Broken(why) => {
+                    warn!(url = %self.store.url, %why, "redis pub/sub session ended");
+                    if healthy {
+                        // A session that worked for a while: its failure says
+                        // nothing about the next, so retry at once.
+                        backoff = config.backoff_min;
+                    } else {
+                        if self.pause(backoff).await.is_err() {
+                            break;
+                        }
+                        backoff = (backoff * 2).min(config.backoff_max);
+                    }
+                }
+            }
+        }
+        self.hub.close();
+        debug!("redis relay stopped");
+    }
+
+    /// Sleeps unless shutdown comes first.
+    async fn pause(&self, duration: Duration) -> Result<(), ()> {
+        tokio::select! {
+            // Shutdown must not wait out a 30 s backoff.
+            _ = self.shutdown.cancelled() => Err(()),
+            // The backoff elapsed: try again.
+            _ = tokio::time::sleep(duration) => Ok(()),
+        }
+    }
+
+    /// Runs `future` with a time bound, unless shutdown comes first.
+    async fn bounded<T, E: std::fmt::Display>(
+        &self,
+        what: &str,
+        limit: Duration,
+        future: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, Stop> {
+        tokio::select! {
+            biased;
+            // Shutdown wins even over a reply that is ready at the same time.
+            _ = self.shutdown.cancelled() => Err(Stop::Shutdown),
+            // The operation finished, failed, or ran out of time.
+            result = tokio::time::timeout(limit, future) => match result {
+                Ok(Ok(value)) => Ok(value),
+                Ok(Err(error)) => Err(Stop::Broken(format!("{what}: {error}"))),
+                Err(_) => Err(Stop::Broken(format!("{what}: no answer within {} ms", limit.as_millis()))),
+            },
+        }
+    }
+
+    /// Connects, subscribes the health channel and every wanted topic, and
+    /// brings every feed up to date from the streams.
+    async fn open(&mut self) -> Result<Session, Stop> {
+        let config = self.store.config.clone();
+        // `get_async_pubsub` has no connect timeout of its own.
+        let pubsub = self
+            .bounded(
+                "connect",
+                config.connect_timeout,
+                self.client.get_async_pubsub(),
+            )
+            .await?;
+        let (sink, stream) = pubsub.split();
+        let mut session = Session {
+            sink,
+            stream,
+            subscribed: HashSet::new(),
+            checks_passed: 0,
+        };
+        // Pending reconcile requests are only hints; the map read below is
+        // the truth, so they can go.
+        while self.commands.try_recv().is_ok() {}
+        let health = self.health_channel.clone();
+        self.bounded(
+            "subscribe health channel",
+            config.response_timeout,
+            session.sink.subscribe(&health),
+        )
+        .await?;
+        let topics: Vec<Arc<str>> = self.hub.lock().keys().cloned().collect();
+        self.subscribe(&mut session, &topics).await?;
+        self.catch_up(&topics).await?;
+        self.hub.connected.store(true, Ordering::Release);
+        Ok(session)
+    }
+
+    /// SUBSCRIBEs the channels of `topics`, in chunks, each confirmed.
+    async fn subscribe(&self, session: &mut Session, topics: &[Arc<str>]) -> Result<(), Stop> {
+        for chunk in topics.chunks(SUBSCRIBE_CHUNK) {
+            let channels: Vec<String> = chunk
+                .iter()
+                .map(|topic| self.store.keys.channel(topic))
+                .collect();
+            let limit = self.store.config.response_timeout;
+            self.bounded("subscribe", limit, session.sink.subscribe(&channels))
+                .await?;
+            session.subscribed.extend(chunk.iter().cloned());
+        }
+        Ok(())
+    }
+
+    /// For each topic now subscribed: a new feed learns its head and goes
+    /// active; an active one is refilled with what it missed.
+    async fn catch_up(&self, topics: &[Arc<str>]) -> Result<(), Stop> {
+        for topic in topics {
+            let state = self
+                .hub
+                .lock()
+                .get(topic)
+                .map(|feed| (*feed.active.borrow(), feed.generation));
+            match state {
+                None => {}
+                Some((false, generation)) => self.activate(topic, generation).await?,
+                Some((true, _)) => self.refill(topic, None).await?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets a new feed's base to the topic's head and lets its subscribers
+    /// return. Events up to the head are the subscriber's own replay's job.
+    async fn activate(&self, topic: &Arc<str>, generation: u64) -> Result<(), Stop> {
+        let head = match self.store_call("read head", self.store.head(topic)).await {
+            Ok(head) => Some(head),
+            Err(Stop::Shutdown) => return Err(Stop::Shutdown),
+            // The subscription itself is confirmed; without a base, the
+            // first message sets it and the reader's replay covers the rest.
+            Err(Stop::Broken(why)) => {
+                warn!(%topic, %why, "cannot read a topic head; gap detection starts with its next event");
+                None
+            }
+        };
+        let mut feeds = self.hub.lock();
+        if let Some(feed) = feeds.get_mut(topic)
+            && feed.generation == generation
+        {
+            feed.last = head.filter(|head| !head.epoch.is_none());
+            feed.active.send_replace(true);
+        }
+        Ok(())
+    }
+
+    /// A pool command under the operation deadline and shutdown. Failures
+    /// here are about the pool, not the pub/sub session.
+    async fn store_call<T>(
+        &self,
+        what: &str,
+        future: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Stop> {
+        self.bounded(what, self.store.config.operation_timeout(), future)
+            .await
+    }
+
+    /// Delivers what `topic`'s feed missed, read from the stream. `live` is
+    /// the message that revealed the gap, not counted as refilled.
+    async fn refill(&self, topic: &Arc<str>, live: Option<Position>) -> Result<(), Stop> {
+        let Some((last, generation)) = self
+            .hub
+            .lock()
+            .get(topic)
+            .and_then(|feed| Some((feed.last?, feed.generation)))
+        else {
+            return Ok(());
+        };
+        let replay = match self
+            .store_call("refill", self.store.replay(topic, last))
+            .await
+        {
+            Ok(replay) => replay,
+            Err(Stop::Shutdown) => return Err(Stop::Shutdown),
+            // Deliver on: the reader sees the jump and replays by itself.
+            Err(Stop::Broken(why)) => {
+                warn!(%topic, %why, "cannot refill a gap from history");
+                return Ok(());
+            }
+        };
+        if let Some(reset) = replay.reset {
+            warn!(%topic, reason = reset.as_str(), "history no longer covers the live feed");
+        }
+        let mut refilled = 0;
+        let mut feeds = self.hub.lock();
+        let Some(feed) = feeds
+            .get_mut(topic)
+            .filter(|feed| feed.generation == generation)
+        else {
+            return Ok(());
+        };
+        for event in replay.events {
+            if order(feed.last, event.position) == Order::Duplicate {
+                continue;
+            }
+            if Some(event.position) != live {
+                refilled += 1;
+            }
+            feed.last = Some(event.position);
+            let _ = feed.sender.send(event);
+        }
+        if refilled > 0 {
+            Counters::add(&self.store.counters.gaps_refilled, 1);
+            Counters::add(&self.store.counters.refilled_events, refilled);
+            debug!(%topic, refilled, "refilled a live gap from history");
+        }
+        Ok(())
+    }
+
+    /// Serves one session until it breaks or shutdown; says whether it was
+    /// healthy (passed two health checks).
+    async fn serve(&mut self, mut session: Session) -> (Stop, bool) {
+        let config = self.store.config.clone();
+        // The first tick is immediate: readiness is proven, not assumed.
+        let mut ping = tokio::time::interval(config.ping_interval);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut check: Option<Check> = None;
+        let end = loop {
+            let due = check
+                .as_ref()
+                .map_or_else(|| Instant::now() + config.ping_interval, |check| check.due);
+            let step = tokio::select! {
+                biased;
+                // Shutdown: stop at once; the engine is going away.
+                _ = self.shutdown.cancelled() => Err(Stop::Shutdown),
+                // A topic gained its first or lost its last local subscriber.
+                // Before messages, so a flood of them cannot starve new
+                // subscribers; these are rare and cheap.
+                Some(topic) = self.commands.recv() => self.reconcile(&mut session, topic).await,
+                // Redis pushed a message, or the connection ended (a RESP2
+                // pub/sub connection ends for good: reconnect). Before the
+                // health timers: a token queued behind a burst is on its
+                // way, and a flowing stream is itself a sign of life.
+                message = session.stream.next() => match message {
+                    Some(message) => self.handle(&mut session, &mut check, message).await,
+                    None => Err(Stop::Broken("connection closed".into())),
+                },
+                // The last health token did not come back in time: Redis
+                // hangs, or our subscription is gone.
+                _ = tokio::time::sleep_until(due), if check.is_some() => {
+                    Err(Stop::Broken(format!("health check not delivered within {} ms", config.ping_timeout.as_millis())))
+                }
+                // Time for the next health check (none is in flight).
+                _ = ping.tick(), if check.is_none() => self.start_check(&mut check).await,
+            };
+            if let Err(stop) = step {
+                break stop;
+            }
+        };
+        (end, session.checks_passed >= 2)
+    }
+
+    /// Publishes a fresh token to the health channel through the pool.
+    async fn start_check(&mut self, check: &mut Option<Check>) -> Result<(), Stop> {
+        self.checks_sent += 1;
+        let token = self.checks_sent.to_string();
+        let limit = self.store.config.ping_timeout;
+        let sent_at = Instant::now();
+        let receivers = self
+            .bounded(
+                "health check",
+                limit,
+                self.store.publish_raw(&self.health_channel, &token),
+            )
+            .await
+            .inspect_err(|_| {
+                self.hub.ready.send_replace(false);
+            })?;
+        if receivers == 0 {
+            // Redis is up but does not know our subscription: it restarted,
+            // or our connection was killed and we have not noticed yet.
+            return Err(Stop::Broken("health channel has no subscriber".into()));
+        }
+        *check = Some(Check {
+            token,
+            due: sent_at + limit,
+        });
+        Ok(())
+    }
+
+    /// Handles one pub/sub message.
+    async fn handle(
+        &self,
+        session: &mut Session,
+        check: &mut Option<Check>,
+        message: Msg,
+    ) -> Result<(), Stop> {
+        let channel = message.get_channel_name();
+        if channel == self.health_channel {
+            if check
+                .as_ref()
+                .is_some_and(|check| message.get_payload_bytes() == check.token.as_bytes())
+            {
+                *check = None;
+                session.checks_passed = session.checks_passed.saturating_add(1);
+                if !self.hub.ready.send_replace(true) {
+                    info!(url = %self.store.url, "redis pub/sub is delivering");
+                }
+            }
+            return Ok(());
+        }
+        let Some(topic) = self.store.keys.topic_of(channel) else {
+            return Ok(());
+        };
+        let decoded = match schema::decode_message(message.get_payload_bytes()) {
+            Ok(decoded) => decoded,
+            Err(error) => {
+                // Skipping it leaves a gap that the next message or the
+                // reader's replay fills from the stream.
+                Counters::add(&self.store.counters.corrupt_messages, 1);
+                warn!(%topic, %error, "dropping an unreadable pub/sub message");
+                return Ok(());
+            }
+        };
+        let gap = {
+            let mut feeds = self.hub.lock();
+            let Some((topic, feed)) = feed_mut(&mut feeds, topic) else {
+                return Ok(());
+            };
+            if !*feed.active.borrow() {
+                // Not confirmed yet: whatever this is, the head read at
+                // activation (and the reader's replay) covers it.
+                return Ok(());
+            }
+            match order(feed.last, decoded.position) {
+                Order::Next => {
+                    deliver(feed, &topic, decoded);
+                    None
+                }
+                Order::Duplicate => {
+                    Counters::add(&self.store.counters.duplicates_dropped, 1);
+                    None
+                }
+                Order::Gap => Some((topic, decoded)),
+            }
+        };
+        if let Some((topic, decoded)) = gap {
+            self.refill(&topic, Some(decoded.position)).await?;
+            // If the refill could not reach this event, deliver it anyway:
+            // the reader sees the jump and replays by itself.
+            let mut feeds = self.hub.lock();
+            if let Some(feed) = feeds.get_mut(&topic)
+                && order(feed.last, decoded.position) != Order::Duplicate
+            {
+                deliver(feed, &topic, decoded);
+            }
+        }
+        Ok(())
+    }
+
+    /// Brings the connection's subscriptions in line with the hub for the
+    /// given topic and any other requests already queued.
+    async fn reconcile(&mut self, session: &mut Session, first: Arc<str>) -> Result<(), Stop> {
+        let mut batch = HashSet::from([first]);
+        while let Ok(topic) = self.commands.try_recv() {
+            batch.insert(topic);
+        }
+        let (mut join, mut leave, mut pending) = (Vec::new(), Vec::new(), Vec::new());
+        {
+            let feeds = self.hub.lock();
+            for topic in batch {
+                match (feeds.get(&topic), session.subscribed.contains(&topic)) {
+                    (Some(_), false) => join.push(topic),
+                    (Some(feed), true) if !*feed.active.borrow() => pending.push(topic),
+                    (None, true) => leave.push(topic),
+                    _ => {}
+                }
+            }
+        }
+        for chunk in leave.chunks(SUBSCRIBE_CHUNK) {
+            let channels: Vec<String> = chunk
+                .iter()
+                .map(|topic| self.store.keys.channel(topic))
+                .collect();
+            let limit = self.store.config.response_timeout;
+            self.bounded("unsubscribe", limit, session.sink.unsubscribe(&channels))
+                .await?;
+            for topic in chunk {
+                session.subscribed.remove(topic);
+            }
+        }
+        self.subscribe(session, &join).await?;
+        join.extend(pending);
+        self.catch_up(&join).await
+    }
+}
+
+/// Sends a message's event to the feed and advances its base.
+fn deliver(feed: &mut Feed, topic: &Arc<str>, message: Message) {
+    feed.last = Some(message.position);
+    let event = Event::new(
+        topic.clone(),
+        message.position,
+        message.event_type,
+        message.data,
+    );
+    // No receiver is fine: they may all be dropping right now.
+    let _ = feed.sender.send(Arc::new(event));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared_types::Epoch;
+
+    #[test]
+    fn order_follows_the_contiguity_rules() {
+        let at = |epoch, offset| Position::new(Epoch(epoch), offset);
+        assert_eq!(order(None, at(1, 9)), Order::Next);
+        assert_eq!(order(Some(at(1, 4)), at(1, 5)), Order::Next);
+        assert_eq!(order(Some(at(1, 4)), at(1, 4)), Order::Duplicate);
+        assert_eq!(order(Some(at(1, 4)), at(1, 2)), Order::Duplicate);
+        assert_eq!(order(Some(at(1, 4)), at(1, 6)), Order::Gap);
+        assert_eq!(order(Some(at(1, 4)), at(2, 1)), Order::Next);
+        assert_eq!(order(Some(at(1, 4)), at(2, 9)), Order::Next);
+    }
+}

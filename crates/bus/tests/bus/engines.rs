@@ -1,0 +1,342 @@
+//! One behavioural suite, run against every engine: what the gateway and
+//! ingest rely on must not depend on which engine is configured.
+
+use bus::{Recv, ResetReason};
+use shared_types::{Epoch, Position};
+
+use crate::helpers::{Kind, Sizes, next_event, offsets};
+
+/// Generates one `#[tokio::test]` per engine for each shared test function.
+macro_rules! for_each_engine {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(crate::helpers::Kind::Memory).await;
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(crate::helpers::Kind::Redis).await;
+                }
+            )*
+        }
+    };
+}
+
+for_each_engine!(
+    publish_assigns_contiguous_offsets_and_moves_the_head,
+    topics_have_independent_epochs_and_offsets,
+    a_subscriber_gets_each_event_published_after_subscribing_once_in_order,
+    replay_returns_the_events_after_a_position,
+    a_trimmed_position_replays_from_the_oldest_retained_event_with_a_reset,
+    an_unknown_epoch_replays_from_the_oldest_retained_event_with_a_reset,
+    a_position_ahead_of_the_head_gets_a_reset,
+    every_subscriber_of_a_topic_gets_every_event,
+    a_subscriber_that_falls_behind_its_queue_is_told_it_lagged,
+    a_subscriber_dropped_and_replaced_keeps_receiving,
+    event_data_survives_any_content,
+);
+
+async fn publish_assigns_contiguous_offsets_and_moves_the_head(kind: Kind) {
+    let engine = kind.start(Sizes::default()).await;
+    assert_eq!(engine.bus.head("t").await.unwrap(), Position::START);
+    let mut positions = Vec::new();
+    for i in 0..5 {
+        positions.push(
+            engine
+                .publisher
+                .publish("t", "message", &i.to_string())
+                .await
+                .unwrap(),
+        );
+    }
+    let epoch = positions[0].epoch;
+    assert!(!epoch.is_none());
+    assert_eq!(
+        positions,
+        (1..=5)
+            .map(|offset| Position::new(epoch, offset))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(engine.bus.head("t").await.unwrap(), Position::new(epoch, 5));
+}
+
+async fn topics_have_independent_epochs_and_offsets(kind: Kind) {
+    let engine = kind.start(Sizes::default()).await;
+    let a1 = engine.publisher.publish("a", "message", "1").await.unwrap();
+    let b1 = engine.publisher.publish("b", "message", "1").await.unwrap();
+    let a2 = engine.publisher.publish("a", "message", "2").await.unwrap();
+    assert_eq!((a1.offset, a2.offset, b1.offset), (1, 2, 1));
+    assert_eq!(a1.epoch, a2.epoch);
+    assert_ne!(a1.epoch, b1.epoch);
+}
+
+async fn a_subscriber_gets_each_event_published_after_subscribing_once_in_order(kind: Kind) {
+    let engine = kind.start(Sizes::default()).await;
+    engine
+        .publisher
+        .publish("t", "message", "before")
+        .await
+        .unwrap();
+    let mut subscription = engine.bus.subscribe("t").await.unwrap();
+    // Published through another handle right after subscribe returned: it
+    // must already be confirmed, or these would be lost.
+    for i in 0..20 {
+        engine
+            .publisher
+            .publish("t", "tick", &format!("n{i}"))
+            .await
+            .unwrap();
+    }
+    let mut events = Vec::new();
+    for _ in 0..20 {
+        events.push(next_event(&mut subscription).await);
+    }
+    assert_eq!(offsets(&events), (2..=21).collect::<Vec<_>>());
+    assert!(
+        events
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.data == format!("n{i}") && e.event_type == "tick")
+    );
+    // No duplicate hides behind them: the next thing is the next event.
+    engine
+        .publisher
+        .publish("t", "message", "sentinel")
+        .await
+        .unwrap();
+    assert_eq!(next_event(&mut subscription).await.data, "sentinel");
+}
+
+async fn replay_returns_the_events_after_a_position(kind: Kind) {
+    let engine = kind.start(Sizes::default()).await;
+    let mut positions = Vec::new();
+    for i in 1..=5 {
+        positions.push(
+            engine
+                .publisher
+                .publish("t", "message", &format!("m{i}"))
+                .await
+                .unwrap(),
+        );
+    }
+    let replay = engine.bus.replay("t", positions[1]).await.unwrap();
+    assert_eq!(replay.reset, None);
+    assert_eq!(replay.start, positions[1]);
+    assert_eq!(offsets(&replay.events), [3, 4, 5]);
+    assert_eq!(replay.events[0].data, "m3");
+    assert_eq!(replay.events[0].position, positions[2]);
+
+    let everything = engine.bus.replay("t", Position::START).await.unwrap();
+    assert_eq!(
+        (everything.reset, offsets(&everything.events)),
+        (None, vec![1, 2, 3, 4, 5])
+    );
+
+    let nothing = engine.bus.replay("t", positions[4]).await.unwrap();
+    assert_eq!((nothing.reset, nothing.events.len()), (None, 0));
+
+    let empty_topic = engine.bus.replay("never", Position::START).await.unwrap();
+    assert_eq!((empty_topic.reset, empty_topic.events.len()), (None, 0));
+}
+
+async fn a_trimmed_position_replays_from_the_oldest_retained_event_with_a_reset(kind: Kind) {
+    let history_size = 10;
+    let engine = kind
+        .start(Sizes {
+            history_size,
+            ..Sizes::default()
+        })
+        .await;
+    // Redis trims approximately (whole stream nodes of 100 entries), so
+    // publish enough for both engines to have trimmed.
+    let mut last = Position::START;
+    for i in 0..250 {
+        last = engine
+            .publisher
+            .publish("t", "message", &i.to_string())
+            .await
+            .unwrap();
+    }
+    let first = Position::new(last.epoch, 1);
+    let replay = engine.bus.replay("t", first).await.unwrap();
+    assert_eq!(replay.reset, Some(ResetReason::HistoryTrimmed));
+    let got = offsets(&replay.events);
+    assert!(
+        got.len() >= history_size,
+        "keeps at least history_size events: {}",
+        got.len()
+    );
+    assert!(got[0] > 2, "history was trimmed");
+    assert_eq!(
+        got,
+        (got[0]..=250).collect::<Vec<_>>(),
+        "contiguous up to the head"
+    );
+    assert_eq!(replay.start, Position::new(last.epoch, got[0] - 1));
+
+    // A reader that saw nothing gets told as well.
+    let fresh = engine.bus.replay("t", Position::START).await.unwrap();
+    assert_eq!(fresh.reset, Some(ResetReason::HistoryTrimmed));
+}
+
+async fn an_unknown_epoch_replays_from_the_oldest_retained_event_with_a_reset(kind: Kind) {
+    let engine = kind.start(Sizes::default()).await;
+    let head = engine.publisher.publish("t", "message", "a").await.unwrap();
+    engine.publisher.publish("t", "message", "b").await.unwrap();
+    let stranger = Position::new(Epoch(head.epoch.0 ^ 1), 1);
+    let replay = engine.bus.replay("t", stranger).await.unwrap();
+    assert_eq!(replay.reset, Some(ResetReason::EpochChanged));
+    assert_eq!(offsets(&replay.events), [1, 2]);
+    assert_eq!(replay.start, Position::new(head.epoch, 0));
+
+    // A topic with no history at all: whatever the reader saw is gone.
+    let lost = engine
+        .bus
+        .replay("gone", Position::new(Epoch(7), 3))
+        .await
+        .unwrap();
+    assert_eq!(
+        (lost.reset, lost.events.len()),
+        (Some(ResetReason::EpochChanged), 0)
+    );
+}
+
+async fn a_position_ahead_of_the_head_gets_a_reset(kind: Kind) {
+    let engine = kind.start(Sizes::default()).await;
+    let head = engine.publisher.publish("t", "message", "a").await.unwrap();
+    let replay = engine
+        .bus
+        .replay("t", Position::new(head.epoch, 9))
+        .await
+        .unwrap();
+    assert_eq!(replay.reset, Some(ResetReason::CursorAhead));
+    assert_eq!(offsets(&replay.events), [1]);
+}
+
+async fn every_subscriber_of_a_topic_gets_every_event(kind: Kind) {
+    let engine = kind.start(Sizes::default()).await;
+    let mut subscriptions = Vec::new();
+    for _ in 0..50 {
+        subscriptions.push(engine.bus.subscribe("t").await.unwrap());
+    }
+    for i in 0..10 {
+        engine
+            .publisher
+            .publish("t", "message", &i.to_string())
+            .await
+            .unwrap();
+    }
+    for subscription in &mut subscriptions {
+        let mut events = Vec::new();
+        for _ in 0..10 {
+            events.push(next_event(subscription).await);
+        }
+        assert_eq!(offsets(&events), (1..=10).collect::<Vec<_>>());
+    }
+}
+
+async fn a_subscriber_that_falls_behind_its_queue_is_told_it_lagged(kind: Kind) {
+    let engine = kind
+        .start(Sizes {
+            queue_capacity: 4,
+            ..Sizes::default()
+        })
+        .await;
+    let mut slow = engine.bus.subscribe("t").await.unwrap();
+    let mut marker = engine.bus.subscribe("marker").await.unwrap();
+    for i in 0..20 {
+        engine
+            .publisher
+            .publish("t", "message", &i.to_string())
+            .await
+            .unwrap();
+    }
+    // Events of one process arrive in publish order, so once the marker
+    // is here every event of "t" has been handed to the slow reader.
+    engine
+        .publisher
+        .publish("marker", "message", "done")
+        .await
+        .unwrap();
+    next_event(&mut marker).await;
+    assert!(matches!(slow.recv().await, Recv::Lagged));
+    // After the lag report it reads on from what is still queued.
+    assert!(matches!(slow.recv().await, Recv::Event(_)));
+}
+
+async fn a_subscriber_dropped_and_replaced_keeps_receiving(kind: Kind) {
+    let engine = kind.start(Sizes::default()).await;
+    for round in 0..5 {
+        let mut subscription = engine.bus.subscribe("t").await.unwrap();
+        let position = engine
+            .publisher
+            .publish("t", "message", &round.to_string())
+            .await
+            .unwrap();
+        assert_eq!(next_event(&mut subscription).await.position, position);
+        drop(subscription);
+    }
+    // Many subscribe/drop cycles in a burst, racing the unsubscribes.
+    let subscriptions = subscribe_many(&engine.bus, 20).await;
+    drop(subscriptions);
+    let mut last = engine.bus.subscribe("t").await.unwrap();
+    let position = engine
+        .publisher
+        .publish("t", "message", "last")
+        .await
+        .unwrap();
+    assert_eq!(next_event(&mut last).await.position, position);
+}
+
+/// Subscribes `n` times, dropping two of every three at once.
+async fn subscribe_many(bus: &bus::Bus, n: usize) -> Vec<bus::Subscription> {
+    let mut kept = Vec::new();
+    for i in 0..n {
+        let subscription = bus.subscribe("t").await.unwrap();
+        if i % 3 == 0 {
+            kept.push(subscription);
+        }
+    }
+    kept
+}
+
+async fn event_data_survives_any_content(kind: Kind) {
+    let engine = kind.start(Sizes::default()).await;
+    let mut subscription = engine.bus.subscribe("t").await.unwrap();
+    let awkward = [
+        "",
+        "\n",
+        "a\nb\r\nc\rd",
+        "é ü 日本",
+        "3\nfake\n1\nx",
+        "\0",
+        &"x".repeat(10_000),
+    ];
+    for data in awkward {
+        engine
+            .publisher
+            .publish("t", "odd.type:1", data)
+            .await
+            .unwrap();
+    }
+    for data in awkward {
+        let event = next_event(&mut subscription).await;
+        assert_eq!(
+            (event.event_type.as_str(), event.data.as_str()),
+            ("odd.type:1", data)
+        );
+    }
+    let replay = engine.bus.replay("t", Position::START).await.unwrap();
+    let replayed: Vec<&str> = replay
+        .events
+        .iter()
+        .map(|event| event.data.as_str())
+        .collect();
+    assert_eq!(replayed, awkward);
+}

@@ -1,0 +1,142 @@
+//! Starting an engine for a test, and reading subscriptions with deadlines.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bus::{Bus, MemoryConfig, Recv, RedisConfig, Role, Subscription};
+use shared_types::Event;
+use testkit::RedisServer;
+
+/// Longest a test waits for an event that should come.
+pub(crate) const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Which engine a shared test runs against.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Kind {
+    Memory,
+    Redis,
+}
+
+/// The knobs the shared tests turn.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sizes {
+    pub(crate) history_size: usize,
+    pub(crate) queue_capacity: usize,
+}
+
+impl Default for Sizes {
+    fn default() -> Self {
+        Self {
+            history_size: 1000,
+            queue_capacity: 1024,
+        }
+    }
+}
+
+/// A running engine. For Redis, `bus` is a gateway (subscriber role) and
+/// `publisher` a separate ingest-like handle, as in production; for memory
+/// both are the same bus. Fields drop in order: buses before the server.
+pub(crate) struct Engine {
+    pub(crate) bus: Bus,
+    pub(crate) publisher: Bus,
+    /// Kept only to live as long as the buses, then be killed.
+    _server: Option<RedisServer>,
+}
+
+impl Kind {
+    pub(crate) async fn start(self, sizes: Sizes) -> Engine {
+        match self {
+            Kind::Memory => {
+                let bus = Bus::memory(MemoryConfig {
+                    history_size: sizes.history_size,
+                    queue_capacity: sizes.queue_capacity,
+                    ..MemoryConfig::default()
+                });
+                Engine {
+                    publisher: bus.clone(),
+                    bus,
+                    _server: None,
+                }
+            }
+            Kind::Redis => {
+                let server = RedisServer::start();
+                let config = RedisConfig {
+                    history_size: sizes.history_size,
+                    queue_capacity: sizes.queue_capacity,
+                    ..redis_config(&server)
+                };
+                Engine {
+                    bus: subscriber(config.clone()).await,
+                    publisher: Bus::redis(config, Role::Publisher)
+                        .await
+                        .expect("publisher connects"),
+                    _server: Some(server),
+                }
+            }
+        }
+    }
+}
+
+/// A config for `server` with a fresh key prefix and timings short enough
+/// that outage tests finish in seconds.
+pub(crate) fn redis_config(server: &RedisServer) -> RedisConfig {
+    RedisConfig {
+        url: server.url(),
+        key_prefix: testkit::unique_prefix(),
+        ping_interval: Duration::from_millis(100),
+        ping_timeout: Duration::from_millis(500),
+        backoff_min: Duration::from_millis(100),
+        backoff_max: Duration::from_secs(1),
+        ..RedisConfig::default()
+    }
+}
+
+pub(crate) async fn subscriber(config: RedisConfig) -> Bus {
+    Bus::redis(config, Role::Subscriber)
+        .await
+        .expect("subscriber connects")
+}
+
+/// The next event, failing the test on anything else or after the deadline.
+pub(crate) async fn next_event(subscription: &mut Subscription) -> Arc<Event> {
+    match tokio::time::timeout(EVENT_TIMEOUT, subscription.recv()).await {
+        Ok(Recv::Event(event)) => event,
+        Ok(other) => panic!("expected an event, got {other:?}"),
+        Err(_) => panic!("no event within {EVENT_TIMEOUT:?}"),
+    }
+}
+
+/// The offsets of a run of events.
+pub(crate) fn offsets(events: &[Arc<Event>]) -> Vec<u64> {
+    events.iter().map(|event| event.position.offset).collect()
+}
+
+/// A direct connection, to play a foreign writer or an operator.
+pub(crate) async fn raw_connection(server: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(server.url())
+        .expect("valid url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("raw connection")
+}
+
+/// Retries `attempt` every 50 ms until it succeeds or `timeout` passes
+/// (then fails the test with the last error): for steps that work again
+/// only once a restarted Redis is back.
+pub(crate) async fn eventually<T, E, F, Fut>(timeout: Duration, mut attempt: F) -> T
+where
+    E: std::fmt::Debug,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match attempt().await {
+            Ok(value) => return value,
+            Err(error) if tokio::time::Instant::now() >= deadline => {
+                panic!("still failing after {timeout:?}: {error:?}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}

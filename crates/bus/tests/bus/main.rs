@@ -1,0 +1,13 @@
+//! The bus's behaviour, end to end against each engine (one test binary).
+//!
+//! - `engines`: one suite, run once per engine, for everything the gateway
+//!   relies on whichever engine is configured.
+//! - `redis_outages`: what only the Redis engine faces: crashes, hangs,
+//!   killed connections and data it did not write.
+
+// A failed unwrap is a failed test, with its location: exactly what we want here.
+#![allow(clippy::unwrap_used)]
+
+mod engines;
+mod helpers;
+mod redis_outages;

@@ -1,0 +1,267 @@
+//! Test-only helpers shared by the crates' test suites.
+//!
+//! - [`RedisServer`]: a private `redis-server` on a free port, which a test
+//!   can kill, restart, freeze and thaw to act out outages.
+//! - [`unique_prefix`]: a key prefix no other test uses, so tests sharing a
+//!   Redis never see each other's data.
+//! - [`wait_until`]: polls a condition against a deadline; tests never sleep
+//!   to wait for something.
+
+use std::future::Future;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How long a fresh `redis-server` gets to answer its first PING.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A `redis-server` process owned by one test; killed when dropped.
+#[derive(Debug)]
+pub struct RedisServer {
+    port: u16,
+    /// `None` while killed: [`RedisServer::restart`] starts a new one on the
+    /// same port, so clients configured with [`RedisServer::url`] find it.
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts a server on a free port, without persistence, and waits until
+    /// it answers PING.
+    ///
+    /// # Panics
+    /// If `redis-server` is not installed (`apt-get install -y
+    /// redis-server`) or does not come up.
+    pub fn start() -> Self {
+        // Another process may grab the port between our probe and Redis's
+        // bind; a few attempts on fresh ports make that harmless.
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            match spawn(port) {
+                Ok(child) => {
+                    return Self {
+                        port,
+                        child: Some(child),
+                    };
+                }
+                Err(error) => last_error = error,
+            }
+        }
+        panic!("redis-server did not start: {last_error}");
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Kills the server with SIGKILL: no goodbye to clients, and (without
+    /// persistence) every key is lost, as in a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // Already dead is fine: wait() reaps it either way.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills the server if it runs, then starts a fresh, empty one on the
+    /// same port.
+    ///
+    /// # Panics
+    /// If the new server does not come up.
+    pub fn restart(&mut self) {
+        self.kill();
+        // The old socket may linger briefly; Redis binds with SO_REUSEADDR,
+        // but give it a few tries.
+        let mut last_error = String::new();
+        for _ in 0..20 {
+            match spawn(self.port) {
+                Ok(child) => {
+                    self.child = Some(child);
+                    return;
+                }
+                Err(error) => {
+                    last_error = error;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+        panic!(
+            "redis-server did not restart on port {}: {last_error}",
+            self.port
+        );
+    }
+
+    /// Freezes the server with SIGSTOP: connections stay open and nothing
+    /// answers, like a hung host. The hardest outage for a client to notice.
+    pub fn stop(&self) {
+        self.signal("STOP");
+    }
+
+    /// Thaws a server frozen by [`RedisServer::stop`].
+    pub fn cont(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, name: &str) {
+        let Some(pid) = self.pid() else {
+            panic!("redis-server on port {} is not running", self.port);
+        };
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(pid.to_string())
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run kill: {e}"));
+        assert!(status.success(), "kill -{name} {pid} failed");
+    }
+
+    /// Whether the server answers PING right now (within `timeout`).
+    pub fn answers(&self, timeout: Duration) -> bool {
+        ping(self.port, timeout)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        // A frozen process ignores nothing but SIGKILL, which is what
+        // kill() sends, so a test that panicked mid-outage still cleans up.
+        self.kill();
+    }
+}
+
+/// A port nobody listens on right now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .unwrap_or_else(|e| panic!("cannot find a free port: {e}"))
+}
+
+/// Starts `redis-server` on `port` and waits for its PONG.
+fn spawn(port: u16) -> Result<Child, String> {
+    let mut child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        // Nothing on disk and no file in the working directory.
+        .args(["--dir", &std::env::temp_dir().to_string_lossy()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot run redis-server (apt-get install -y redis-server): {e}"))?;
+    let deadline = Instant::now() + START_TIMEOUT;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("redis-server on port {port} exited with {status}"));
+        }
+        if ping(port, Duration::from_millis(200)) {
+            return Ok(child);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    Err(format!(
+        "redis-server on port {port} did not answer PING within {START_TIMEOUT:?}"
+    ))
+}
+
+/// Sends PING in RESP and expects `+PONG`, with no Redis client library.
+fn ping(port: u16, timeout: Duration) -> bool {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, timeout) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(timeout));
+    let _ = stream.set_write_timeout(Some(timeout));
+    if stream.write_all(b"*1\r\n$4\r\nPING\r\n").is_err() {
+        return false;
+    }
+    let mut reply = [0u8; 7];
+    stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+}
+
+/// A key prefix unique to this call in this process and across processes
+/// (pid, time and a counter), made of characters any key scheme accepts.
+pub fn unique_prefix() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "t{}-{}-{}",
+        std::process::id(),
+        nanos,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Polls `condition` every 20 ms until it holds or `timeout` passes;
+/// returns whether it held. Use it with `assert!` and a message saying what
+/// was awaited.
+pub async fn wait_until<F, Fut>(timeout: Duration, mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if condition().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_can_be_killed_restarted_frozen_and_thawed() {
+        let mut server = RedisServer::start();
+        let short = Duration::from_millis(300);
+        assert!(server.answers(short));
+        server.stop();
+        assert!(!server.answers(short), "a frozen server must not answer");
+        server.cont();
+        assert!(server.answers(Duration::from_secs(2)));
+        server.kill();
+        assert!(!server.answers(short));
+        server.restart();
+        assert!(server.answers(short));
+    }
+
+    #[test]
+    fn prefixes_are_unique() {
+        assert_ne!(unique_prefix(), unique_prefix());
+    }
+
+    #[tokio::test]
+    async fn wait_until_reports_both_outcomes() {
+        assert!(wait_until(Duration::from_millis(100), || async { true }).await);
+        assert!(!wait_until(Duration::from_millis(50), || async { false }).await);
+    }
+}
