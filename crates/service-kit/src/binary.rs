@@ -19,10 +19,13 @@ pub async fn connect_bus(settings: &Settings, role: BusRole) -> anyhow::Result<b
     match settings.bus.engine {
         Engine::Memory => Ok(bus::Bus::memory(settings.memory_config())),
         Engine::Redis => {
-            let _ = role;
-            anyhow::bail!(
-                "the Redis engine is not available in this build (bus.engine = \"redis\")"
-            )
+            let role = match role {
+                BusRole::Publisher => bus::Role::Publisher,
+                BusRole::Subscriber => bus::Role::Subscriber,
+            };
+            bus::Bus::redis(settings.redis_config(), role)
+                .await
+                .map_err(|error| anyhow::anyhow!("connecting to Redis (redis.url): {error}"))
         }
     }
 }

@@ -154,7 +154,39 @@ impl Metrics {
         {
             out.clear();
         }
-        let _ = bus;
+        let stats = bus.stats();
+        let bus_counters = [
+            (
+                "es_bus_reconnects",
+                "Times the bus subscription was re-established",
+                stats.reconnects,
+            ),
+            (
+                "es_bus_gaps_refilled",
+                "Gaps in the live feed refilled from history",
+                stats.gaps_refilled,
+            ),
+            (
+                "es_bus_refilled_events",
+                "Events recovered from history into the live feed",
+                stats.refilled_events,
+            ),
+            (
+                "es_bus_duplicates_dropped",
+                "Duplicate live events dropped by the bus",
+                stats.duplicates_dropped,
+            ),
+            (
+                "es_bus_corrupt_messages",
+                "Bus messages that could not be read",
+                stats.corrupt_messages,
+            ),
+        ];
+        for (name, help, value) in bus_counters {
+            out.push_str(&format!(
+                "# HELP {name} {help}.\n# TYPE {name} counter\n{name}_total {value}\n"
+            ));
+        }
         out.push_str("# EOF\n");
         out
     }

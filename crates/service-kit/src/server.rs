@@ -102,6 +102,7 @@ where
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
+    let send_timeout = Duration::from_millis(settings.send_timeout_ms);
     let server = HttpServer::new(move || {
         let metrics = metrics.clone();
         actix_web::App::new()
@@ -127,6 +128,13 @@ where
             .configure(|cfg| health::configure(cfg, health.clone()))
             .configure(configure.clone())
             .default_service(web::to(health::not_found))
+    })
+    .on_connect(move |connection, _| {
+        if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>()
+            && let Err(error) = socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(send_timeout))
+        {
+            tracing::debug!(%error, "cannot set TCP_USER_TIMEOUT");
+        }
     })
     .workers(workers)
     .max_connections(settings.max_connections)

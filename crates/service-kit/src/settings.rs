@@ -59,6 +59,10 @@ pub struct HttpSettings {
     /// Most simultaneous connections per worker; past it, new ones wait in
     /// the accept queue instead of exhausting file descriptors.
     pub max_connections: usize,
+    /// A connection whose peer accepts no data for this long is aborted by
+    /// the kernel (TCP_USER_TIMEOUT): a stream client that stopped reading
+    /// entirely never polls its stream again, so only the kernel can end it.
+    pub send_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -194,7 +198,8 @@ impl Settings {
 
     /// Rules serde cannot express.
     fn check(&self) -> Result<(), SettingsError> {
-        let positive: [(&'static str, u64); 11] = [
+        let positive: [(&'static str, u64); 12] = [
+            ("http.send_timeout_ms", self.http.send_timeout_ms),
             ("stream.keepalive_ms", self.stream.keepalive_ms),
             ("stream.queue_capacity", self.stream.queue_capacity as u64),
             ("stream.max_topics", self.stream.max_topics as u64),
@@ -267,6 +272,25 @@ impl Settings {
         }
     }
 
+    /// The Redis engine's settings.
+    pub fn redis_config(&self) -> bus::RedisConfig {
+        let ms = Duration::from_millis;
+        bus::RedisConfig {
+            url: self.redis.url.clone(),
+            key_prefix: self.redis.key_prefix.clone(),
+            pool_size: self.redis.pool_size,
+            connect_timeout: ms(self.redis.connect_timeout_ms),
+            wait_timeout: ms(self.redis.wait_timeout_ms),
+            response_timeout: ms(self.redis.response_timeout_ms),
+            history_size: self.bus.history_size,
+            history_ttl: Duration::from_secs(self.bus.history_ttl_secs),
+            queue_capacity: self.stream.queue_capacity,
+            ping_interval: ms(self.redis.ping_interval_ms),
+            ping_timeout: ms(self.redis.ping_timeout_ms),
+            ..bus::RedisConfig::default()
+        }
+    }
+
     pub fn publish_limits(&self) -> shared_types::Limits {
         shared_types::Limits {
             max_message_chars: self.publish.max_message_chars,
@@ -290,6 +314,7 @@ host = "0.0.0.0"
 workers = 0
 shutdown_grace_ms = 10000
 max_connections = 25000
+send_timeout_ms = 30000
 
 [log]
 format = "text"
@@ -303,9 +328,9 @@ history_ttl_secs = 86400
 url = "redis://127.0.0.1:6379"
 key_prefix = "es"
 pool_size = 16
-connect_timeout_ms = 1000
+connect_timeout_ms = 500
 wait_timeout_ms = 500
-response_timeout_ms = 1000
+response_timeout_ms = 500
 ping_interval_ms = 1000
 ping_timeout_ms = 1000
 

@@ -26,6 +26,9 @@ use tokio::time::{Instant, Sleep};
 
 /// Most queued events gathered into one write when a client is behind.
 const MAX_BATCH: usize = 64;
+/// Stop gathering past this many bytes: actix checks its write buffer
+/// before asking for more, not after, so one chunk must stay small.
+const MAX_BATCH_BYTES: usize = 64 * 1024;
 
 /// How a stream behaves; from `stream.*` settings.
 #[derive(Debug, Clone)]
@@ -59,6 +62,8 @@ pub struct EventStream {
     /// Set once shutdown began: when this fires the stream ends.
     closing: Option<Pin<Box<Sleep>>>,
     metrics: Metrics,
+    /// Set when the stream ended because its client fell a queue behind.
+    too_slow: bool,
     /// Deliveries not yet added to the shared counter (saves an atomic
     /// operation per event per client).
     unreported: u64,
@@ -126,6 +131,7 @@ impl EventStream {
             shutdown,
             closing: None,
             metrics,
+            too_slow: false,
             unreported: 0,
         };
         stream
@@ -157,6 +163,10 @@ impl EventStream {
                     // Gather what is already queued into the same write.
                     if self.feeds.len() == 1 {
                         for _ in 1..MAX_BATCH {
+                            if self.pending.iter().map(Bytes::len).sum::<usize>() >= MAX_BATCH_BYTES
+                            {
+                                break;
+                            }
                             match self.feeds[0].live.try_recv() {
                                 Some(Recv::Event(event)) => {
                                     if !self.accept(0, event).await {
@@ -245,7 +255,7 @@ impl EventStream {
             Recv::Lagged => {
                 // Whole frames only were handed out, so the client ends on
                 // an event boundary and resumes from history.
-                self.metrics.slow_disconnects().inc();
+                self.too_slow = true;
                 tracing::debug!("client too slow; closing its stream");
                 false
             }
@@ -333,6 +343,16 @@ impl EventStream {
 
 impl Drop for EventStream {
     fn drop(&mut self) {
+        // A stream dropped while lagging was ended from outside: the kernel
+        // aborted a connection whose client stopped reading entirely.
+        if self.too_slow
+            || self
+                .feeds
+                .iter_mut()
+                .any(|feed| matches!(feed.live.try_recv(), Some(Recv::Lagged)))
+        {
+            self.metrics.slow_disconnects().inc();
+        }
         self.metrics.delivered().inc_by(self.unreported);
         self.metrics.connections().dec();
     }

@@ -1,0 +1,7 @@
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
+mod binary;
+mod helpers;
+mod publish_and_stream;
+mod resume;
+mod slow_clients;

@@ -1,0 +1,117 @@
+//! Redis, one ingest and several gateways, started for one test.
+
+use std::time::Duration;
+
+use crate::process::Service;
+use crate::{RedisServer, unique_prefix};
+
+/// The distributed topology on loopback.
+#[derive(Debug)]
+pub struct Cluster {
+    pub redis: RedisServer,
+    pub ingest: Service,
+    pub gateways: Vec<Service>,
+    pub client: reqwest::Client,
+}
+
+/// What a publish attempt came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// 201: stored and broadcast; the id from `X-Event-Id`.
+    Stored(String),
+    /// Any other status, or no answer at all.
+    Refused(String),
+}
+
+impl Cluster {
+    /// Starts Redis, ingest and `gateways` gateways, all ready.
+    pub async fn start(gateways: usize, extra: &[(&str, &str)]) -> Self {
+        let redis = RedisServer::start();
+        let mut env: Vec<(String, String)> = vec![
+            ("ES__BUS__ENGINE".into(), "redis".into()),
+            ("ES__REDIS__URL".into(), redis.url()),
+            ("ES__REDIS__KEY_PREFIX".into(), unique_prefix()),
+            // Fast failure detection keeps the outage scenarios short.
+            ("ES__REDIS__PING_INTERVAL_MS".into(), "200".into()),
+            ("ES__REDIS__PING_TIMEOUT_MS".into(), "500".into()),
+            ("ES__STREAM__KEEPALIVE_MS".into(), "250".into()),
+            ("ES__HTTP__SHUTDOWN_GRACE_MS".into(), "2000".into()),
+        ];
+        for (key, value) in extra {
+            env.retain(|(k, _)| k != key);
+            env.push((key.to_string(), value.to_string()));
+        }
+        let ingest = Service::start("ingest", &env);
+        let gateways: Vec<Service> = (0..gateways)
+            .map(|_| Service::start("stream-gateway", &env))
+            .collect();
+        ingest.wait_ready().await;
+        for gateway in &gateways {
+            gateway.wait_ready().await;
+        }
+        Self {
+            redis,
+            ingest,
+            gateways,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("building an HTTP client"),
+        }
+    }
+
+    pub fn gateway_urls(&self) -> Vec<String> {
+        self.gateways.iter().map(Service::url).collect()
+    }
+
+    /// Publishes `message` to `topic` through ingest.
+    pub async fn publish(&self, topic: &str, message: &str) -> Outcome {
+        publish(&self.client, &self.ingest.url(), topic, message).await
+    }
+}
+
+/// Publishes through any service that mounts POST /event-stream.
+pub async fn publish(client: &reqwest::Client, base: &str, topic: &str, message: &str) -> Outcome {
+    let body = serde_json::json!({ "message": message, "topic": topic });
+    match client
+        .post(format!("{base}/event-stream"))
+        .json(&body)
+        .send()
+        .await
+    {
+        Ok(response) if response.status() == 201 => Outcome::Stored(
+            response
+                .headers()
+                .get("x-event-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned(),
+        ),
+        Ok(response) => {
+            let status = response.status();
+            Outcome::Refused(format!(
+                "{status}: {}",
+                response.text().await.unwrap_or_default()
+            ))
+        }
+        Err(error) => Outcome::Refused(error.to_string()),
+    }
+}
+
+/// The record of a publishing run: what was attempted and what was acknowledged.
+#[derive(Debug, Default, Clone)]
+pub struct Published {
+    pub attempted: Vec<String>,
+    pub stored: Vec<String>,
+    pub refused: Vec<(String, String)>,
+}
+
+impl Published {
+    pub fn record(&mut self, message: String, outcome: Outcome) {
+        self.attempted.push(message.clone());
+        match outcome {
+            Outcome::Stored(_) => self.stored.push(message),
+            Outcome::Refused(why) => self.refused.push((message, why)),
+        }
+    }
+}

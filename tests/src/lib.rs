@@ -1,0 +1,24 @@
+//! Harness for end-to-end tests: the real `ingest`, `stream-gateway` and
+//! `event-stream` binaries as child processes, a private `redis-server`,
+//! and subscribers that behave like browsers' EventSource.
+//!
+//! # Layout
+//! - [`process`]: builds and starts the binaries on free ports; stops them
+//!   with signals.
+//! - [`cluster`]: Redis + one ingest + N gateways, wired together.
+//! - [`subscriber`]: an EventSource-like client that reconnects with
+//!   `Last-Event-ID`, rotating over a list of addresses, and records
+//!   everything it saw.
+//! - [`check`]: the delivery assertion every scenario ends with.
+
+pub mod check;
+pub mod cluster;
+pub mod process;
+pub mod subscriber;
+
+use std::time::Duration;
+
+/// Long enough for a loaded CI machine; only a hang ever reaches it.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+pub use testkit::{RedisServer, unique_prefix, wait_until};

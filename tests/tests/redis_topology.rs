@@ -1,0 +1,421 @@
+//! The distributed topology over a real Redis: ingest, several gateways,
+//! and the failures SPEC.md promises to survive.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use e2e::check::assert_delivered;
+use e2e::cluster::{Cluster, Outcome, Published};
+use e2e::subscriber::Subscriber;
+use e2e::{PATIENCE, wait_until};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Publishes `count` messages `"{tag}-{i}"` to `topic`, one after another.
+async fn publish_many(
+    cluster: &Cluster,
+    topic: &str,
+    tag: &str,
+    count: usize,
+    published: &mut Published,
+) {
+    for i in 0..count {
+        let message = format!("{tag}-{i}");
+        let outcome = cluster.publish(topic, &message).await;
+        published.record(message, outcome);
+    }
+}
+
+/// Waits until every subscriber has received every acknowledged message.
+async fn wait_for_all(subscribers: &[Subscriber], published: &Published) {
+    for (index, subscriber) in subscribers.iter().enumerate() {
+        let arrived = wait_until(PATIENCE, || async {
+            let data = subscriber.data();
+            published.stored.iter().all(|m| data.contains(m))
+        })
+        .await;
+        if !arrived {
+            let data = subscriber.data();
+            let missing = published
+                .stored
+                .iter()
+                .filter(|m| !data.contains(m))
+                .count();
+            panic!(
+                "subscriber {index} is missing {missing} events; ends: {:?}",
+                subscriber.with(|s| s.ends.clone())
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn subscribers_on_every_gateway_get_every_event() {
+    let cluster = Cluster::start(2, &[]).await;
+    let mut subscribers = Vec::new();
+    for gateway in &cluster.gateways {
+        for _ in 0..3 {
+            subscribers.push(Subscriber::start(vec![gateway.url()], "topic=fanout").await);
+        }
+    }
+    let mut published = Published::default();
+    publish_many(&cluster, "fanout", "m", 200, &mut published).await;
+    assert_eq!(
+        published.stored.len(),
+        200,
+        "refusals: {:?}",
+        published.refused.first()
+    );
+    wait_for_all(&subscribers, &published).await;
+    for (index, subscriber) in subscribers.into_iter().enumerate() {
+        let seen = subscriber.finish().await;
+        let data: Vec<String> = seen.events.iter().map(|e| e.data.clone()).collect();
+        assert_eq!(
+            data, published.stored,
+            "subscriber {index}: exactly the events, in order, once"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_subscriber_resumes_on_another_replica_with_last_event_id() {
+    let cluster = Cluster::start(2, &[]).await;
+    let client = reqwest::Client::new();
+    let first = client
+        .get(format!(
+            "{}/event-stream?topic=move",
+            cluster.gateways[0].url()
+        ))
+        .send()
+        .await
+        .unwrap();
+    let mut stream = sse_reader::SseStream::new(first);
+    assert!(matches!(
+        stream.next_item_timeout(PATIENCE).await.unwrap(),
+        Some(sse_reader::Item::Retry(_))
+    ));
+    let mut published = Published::default();
+    publish_many(&cluster, "move", "a", 10, &mut published).await;
+    let mut last = String::new();
+    for expected in &published.stored {
+        let event = stream.next_event_timeout(PATIENCE).await.unwrap().unwrap();
+        assert_eq!(&event.data, expected);
+        last = event.id;
+    }
+    drop(stream);
+    publish_many(&cluster, "move", "b", 10, &mut published).await;
+    let resumed = client
+        .get(format!(
+            "{}/event-stream?topic=move",
+            cluster.gateways[1].url()
+        ))
+        .header("Last-Event-ID", &last)
+        .send()
+        .await
+        .unwrap();
+    let mut stream = sse_reader::SseStream::new(resumed);
+    let mut data = Vec::new();
+    while data.len() < 10 {
+        data.push(
+            stream
+                .next_event_timeout(PATIENCE)
+                .await
+                .unwrap()
+                .unwrap()
+                .data,
+        );
+    }
+    assert_eq!(data, published.stored[10..]);
+    let live = cluster.publish("move", "live").await;
+    assert!(matches!(live, Outcome::Stored(_)));
+    assert_eq!(
+        stream
+            .next_event_timeout(PATIENCE)
+            .await
+            .unwrap()
+            .unwrap()
+            .data,
+        "live"
+    );
+}
+
+#[tokio::test]
+async fn redis_killed_and_restarted_loses_no_acknowledged_event_and_announces_the_new_epoch() {
+    let mut cluster = Cluster::start(2, &[]).await;
+    let urls = cluster.gateway_urls();
+    let subscribers = vec![
+        Subscriber::start(vec![urls[0].clone()], "topic=crash").await,
+        Subscriber::start(vec![urls[1].clone()], "topic=crash").await,
+    ];
+    let mut published = Published::default();
+    publish_many(&cluster, "crash", "before", 30, &mut published).await;
+    wait_for_all(&subscribers, &published).await;
+
+    cluster.redis.kill();
+    let started = Instant::now();
+    let outcome = cluster.publish("crash", "during-0").await;
+    let took = started.elapsed();
+    published.record("during-0".into(), outcome.clone());
+    assert!(
+        matches!(outcome, Outcome::Refused(ref why) if why.starts_with("503")),
+        "publish during the outage: {outcome:?}"
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "a publish during the outage took {took:?}"
+    );
+    publish_many(&cluster, "crash", "during", 5, &mut published).await;
+    assert!(
+        published.stored.iter().all(|m| m.starts_with("before")),
+        "nothing is acknowledged while Redis is down"
+    );
+    // Open streams stay open through the outage: keep-alives still flow.
+    let keepalives = subscribers[0].with(|s| s.keepalives);
+    assert!(
+        wait_until(PATIENCE, || async {
+            subscribers[0].with(|s| s.keepalives) > keepalives + 1
+        })
+        .await,
+        "keep-alives stopped during the outage"
+    );
+
+    cluster.redis.restart();
+    cluster.ingest.wait_ready().await;
+    for gateway in &cluster.gateways {
+        gateway.wait_ready().await;
+    }
+    publish_many(&cluster, "crash", "after", 30, &mut published).await;
+    assert!(
+        published
+            .stored
+            .iter()
+            .filter(|m| m.starts_with("after"))
+            .count()
+            == 30,
+        "{:?}",
+        published.refused.last()
+    );
+    wait_for_all(&subscribers, &published).await;
+    for (index, subscriber) in subscribers.into_iter().enumerate() {
+        let seen = subscriber.finish().await;
+        assert_eq!(
+            seen.connections, 1,
+            "subscriber {index}: the stream stayed open; ends {:?}",
+            seen.ends
+        );
+        let data: Vec<String> = seen
+            .events
+            .iter()
+            .filter(|e| e.event != "reset")
+            .map(|e| e.data.clone())
+            .collect();
+        assert_delivered(&format!("subscriber {index}"), &data, &published);
+        // The new epoch is announced, never renumbered silently: a reset
+        // comes before the first event of the new epoch.
+        let reset = seen
+            .events
+            .iter()
+            .position(|e| e.event == "reset")
+            .expect("no reset after Redis lost its data");
+        let first_after = seen
+            .events
+            .iter()
+            .position(|e| e.data.starts_with("after"))
+            .unwrap();
+        assert!(
+            reset < first_after,
+            "subscriber {index}: reset must precede the new epoch's events"
+        );
+        assert!(
+            seen.events[reset].data.contains("epoch-changed"),
+            "{}",
+            seen.events[reset].data
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_frozen_redis_is_detected_and_recovered() {
+    let cluster = Cluster::start(1, &[]).await;
+    let gateway = cluster.gateways[0].url();
+    let subscriber = Subscriber::start(vec![gateway.clone()], "topic=freeze").await;
+    let mut published = Published::default();
+    publish_many(&cluster, "freeze", "before", 10, &mut published).await;
+
+    cluster.redis.stop();
+    let client = reqwest::Client::new();
+    let not_ready = wait_until(PATIENCE, || async {
+        client
+            .get(format!("{gateway}/readyz"))
+            .send()
+            .await
+            .map(|r| r.status() == 503)
+            .unwrap_or(false)
+    })
+    .await;
+    let outcome = cluster.publish("freeze", "frozen").await;
+    published.record("frozen".into(), outcome.clone());
+    cluster.redis.cont();
+    assert!(not_ready, "the gateway never noticed the frozen Redis");
+    assert!(
+        matches!(outcome, Outcome::Refused(ref why) if why.starts_with("503")),
+        "publish to a frozen Redis: {outcome:?}"
+    );
+
+    cluster.gateways[0].wait_ready().await;
+    publish_many(&cluster, "freeze", "after", 10, &mut published).await;
+    wait_for_all(std::slice::from_ref(&subscriber), &published).await;
+    let seen = subscriber.finish().await;
+    let data: Vec<String> = seen.events.iter().map(|e| e.data.clone()).collect();
+    assert_delivered("subscriber", &data, &published);
+}
+
+#[tokio::test]
+async fn a_killed_pubsub_connection_leaves_no_gap() {
+    let cluster = Cluster::start(2, &[]).await;
+    let urls = cluster.gateway_urls();
+    let subscribers = vec![
+        Subscriber::start(vec![urls[0].clone()], "topic=blip").await,
+        Subscriber::start(vec![urls[1].clone()], "topic=blip").await,
+    ];
+    let redis_url = cluster.redis.url();
+    let killer = tokio::spawn(async move {
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            let _ = redis_cli(&redis_url, &["CLIENT", "KILL", "TYPE", "pubsub"]).await;
+        }
+    });
+    let mut published = Published::default();
+    publish_many(&cluster, "blip", "m", 400, &mut published).await;
+    killer.await.unwrap();
+    assert_eq!(
+        published.stored.len(),
+        400,
+        "Redis stayed up: every publish succeeds"
+    );
+    wait_for_all(&subscribers, &published).await;
+    for (index, subscriber) in subscribers.into_iter().enumerate() {
+        let seen = subscriber.finish().await;
+        let data: Vec<String> = seen.events.iter().map(|e| e.data.clone()).collect();
+        assert_eq!(
+            data, published.stored,
+            "subscriber {index}: no gap, no duplicate, no reset"
+        );
+        assert_eq!(
+            seen.connections, 1,
+            "subscriber {index}: its stream never broke"
+        );
+    }
+}
+
+/// Runs a command over RESP on a fresh connection.
+async fn redis_cli(url: &str, args: &[&str]) -> std::io::Result<String> {
+    let address = url.trim_start_matches("redis://").trim_end_matches('/');
+    let mut socket = tokio::net::TcpStream::connect(address).await?;
+    let mut command = format!("*{}\r\n", args.len());
+    for arg in args {
+        command.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    socket.write_all(command.as_bytes()).await?;
+    let mut buffer = vec![0; 512];
+    let n = socket.read(&mut buffer).await?;
+    Ok(String::from_utf8_lossy(&buffer[..n]).into_owned())
+}
+
+#[tokio::test]
+async fn a_gateway_stopped_mid_stream_hands_its_clients_to_another_without_loss() {
+    let mut cluster = Cluster::start(2, &[]).await;
+    let urls = cluster.gateway_urls();
+    // Each subscriber starts on gateway 0 and moves on when its stream ends.
+    let mut subscribers = Vec::new();
+    for _ in 0..4 {
+        subscribers
+            .push(Subscriber::start(vec![urls[0].clone(), urls[1].clone()], "topic=roll").await);
+    }
+    let mut published = Published::default();
+    publish_many(&cluster, "roll", "a", 50, &mut published).await;
+    let mut gateway = cluster.gateways.remove(0);
+    let publishing = async {
+        let mut local = Published::default();
+        publish_many(&cluster, "roll", "b", 150, &mut local).await;
+        local
+    };
+    let (status, more) = tokio::join!(gateway.terminate(), publishing);
+    assert!(
+        status.success(),
+        "the gateway exited with {status:?}; log:\n{}",
+        gateway.log()
+    );
+    published.attempted.extend(more.attempted);
+    published.stored.extend(more.stored);
+    assert_eq!(published.stored.len(), 200);
+    wait_for_all(&subscribers, &published).await;
+    for (index, subscriber) in subscribers.into_iter().enumerate() {
+        let seen = subscriber.finish().await;
+        let data: Vec<String> = seen.events.iter().map(|e| e.data.clone()).collect();
+        assert_eq!(data, published.stored, "subscriber {index}");
+        assert!(
+            seen.connections >= 2,
+            "subscriber {index} should have moved to the other gateway"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_slow_subscriber_is_cut_off_without_slowing_anyone() {
+    let cluster = Cluster::start(
+        1,
+        &[
+            ("ES__STREAM__QUEUE_CAPACITY", "16"),
+            ("ES__PUBLISH__MAX_MESSAGE_CHARS", "20000"),
+        ],
+    )
+    .await;
+    let gateway = &cluster.gateways[0];
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stuck = socket
+        .connect(([127, 0, 0, 1], gateway.port()).into())
+        .await
+        .unwrap();
+    stuck
+        .write_all(b"GET /event-stream?topic=flood HTTP/1.1\r\nHost: e2e\r\n\r\n")
+        .await
+        .unwrap();
+    let healthy = Subscriber::start(vec![gateway.url()], "topic=flood").await;
+    let mut published = Published::default();
+    let big = "z".repeat(19_000);
+    for i in 0..400 {
+        let message = format!("{i}:{big}");
+        let outcome = cluster.publish("flood", &message).await;
+        published.record(message, outcome);
+    }
+    assert_eq!(
+        published.stored.len(),
+        400,
+        "publishing was refused: {:?}",
+        published.refused.first()
+    );
+    wait_for_all(std::slice::from_ref(&healthy), &published).await;
+    // Reading at last lets the gateway notice the stuck client is a whole
+    // queue behind: its stream ends.
+    let mut sink = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, stuck.read_to_end(&mut sink)).await;
+    assert!(read.is_ok(), "the stuck stream was never closed");
+    let metrics = reqwest::get(format!("{}/metrics", gateway.url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("es_slow_client_disconnects_total 1"),
+        "{metrics}"
+    );
+    let seen = healthy.finish().await;
+    assert_eq!(
+        seen.connections, 1,
+        "the healthy subscriber was never disconnected"
+    );
+    assert_eq!(seen.events.len(), 400);
+}
