@@ -1,8 +1,10 @@
 //! Reads a publish request the way its Content-Type says.
 //!
 //! `web::Either<Json, Form>` would report the JSON error for every failure,
-//! so this dispatches on the media type itself and delegates to actix's own
-//! extractors, whose configured limits and error handlers still apply:
+//! so this dispatches on the media type itself. JSON and multipart go to
+//! actix's extractors, whose configured limits and error handlers apply;
+//! forms and query strings to the strict [`urlencoded`] reader, since the
+//! usual one silently alters malformed or non-UTF-8 text:
 //!
 //! | Content-Type                        | read from                    |
 //! |-------------------------------------|------------------------------|
@@ -16,13 +18,14 @@ use actix_multipart::MultipartError;
 use actix_multipart::form::text::Text;
 use actix_multipart::form::{MultipartForm, MultipartFormConfig};
 use actix_web::dev::Payload;
-use actix_web::error::{JsonPayloadError, PayloadError, UrlencodedError};
+use actix_web::error::{JsonPayloadError, PayloadError};
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, web};
 use futures_util::future::LocalBoxFuture;
 use shared_types::PublishRequest;
 
 use crate::error::PublishError;
+use crate::urlencoded;
 
 /// The publish request, from whichever part of the request carried it.
 #[derive(Debug)]
@@ -31,6 +34,7 @@ pub struct PublishBody(pub PublishRequest);
 /// The multipart shape of a publish request; other parts are ignored, as
 /// the tutorial's form binding ignores them.
 #[derive(Debug, MultipartForm)]
+#[multipart(duplicate_field = "deny")]
 struct MultipartPublish {
     message: Option<Text<String>>,
     topic: Option<Text<String>>,
@@ -49,11 +53,6 @@ pub fn with_body_limits(
             web::JsonConfig::default()
                 .limit(max_body_bytes)
                 .error_handler(move |error, _| json_error(error, max_body_bytes).into()),
-        )
-        .app_data(
-            web::FormConfig::default()
-                .limit(max_body_bytes)
-                .error_handler(move |error, _| form_error(error, max_body_bytes).into()),
         )
         .app_data(
             MultipartFormConfig::default()
@@ -76,40 +75,65 @@ impl FromRequest for PublishBody {
         let limit = req
             .app_data::<BodyLimit>()
             .map_or(usize::MAX, |limit| limit.0);
-        if let Some(length) = content_length(req) {
-            if length > limit {
-                return Box::pin(async move { Err(PublishError::TooLarge(limit).into()) });
-            }
+        if content_length(req).is_some_and(|length| length > limit) {
+            return Box::pin(async move { Err(PublishError::TooLarge(limit).into()) });
         }
-        let media_type = match req.headers().get(header::CONTENT_TYPE) {
+        let mime = match req.headers().get(header::CONTENT_TYPE) {
             None => None,
             Some(value) => match value
                 .to_str()
                 .ok()
                 .and_then(|v| v.parse::<mime::Mime>().ok())
             {
-                Some(mime) => Some(mime.essence_str().to_ascii_lowercase()),
+                Some(mime) => Some(mime),
                 None => {
-                    let shown = String::from_utf8_lossy(value.as_bytes())
-                        .chars()
-                        .take(100)
-                        .collect::<String>();
-                    return Box::pin(async move {
-                        Err(PublishError::UnsupportedMediaType(format!("{shown:?}")).into())
-                    });
+                    let shown = clip(&String::from_utf8_lossy(value.as_bytes()));
+                    return ready(Err(PublishError::UnsupportedMediaType(format!(
+                        "{shown:?}"
+                    ))));
                 }
             },
         };
-        match media_type.as_deref() {
-            Some("application/json") => {
+        let Some(mime) = mime else {
+            if has_body(req) {
+                return ready(Err(PublishError::UnsupportedMediaType("(none)".to_owned())));
+            }
+            let parsed = urlencoded::parse(req.query_string().as_bytes())
+                .map(PublishBody)
+                .map_err(|why| PublishError::Invalid(format!("malformed query string: {why}")));
+            return ready(parsed);
+        };
+        match mime.essence_str().to_ascii_lowercase().as_str() {
+            "application/json" => {
                 let json = web::Json::<PublishRequest>::from_request(req, payload);
                 Box::pin(async move { Ok(PublishBody(json.await?.into_inner())) })
             }
-            Some("application/x-www-form-urlencoded") => {
-                let form = web::Form::<PublishRequest>::from_request(req, payload);
-                Box::pin(async move { Ok(PublishBody(form.await?.into_inner())) })
+            "application/x-www-form-urlencoded" => {
+                if let Some(charset) = mime.get_param(mime::CHARSET)
+                    && !charset.as_str().eq_ignore_ascii_case("utf-8")
+                {
+                    let charset = clip(charset.as_str());
+                    return ready(Err(PublishError::UnsupportedMediaType(format!(
+                        "with charset {charset:?} (only UTF-8)"
+                    ))));
+                }
+                let body = web::Bytes::from_request(req, payload);
+                Box::pin(async move {
+                    let body = body.await.map_err(|error| payload_error(&error, limit))?;
+                    urlencoded::parse(&body).map(PublishBody).map_err(|why| {
+                        PublishError::Invalid(format!("malformed form body: {why}")).into()
+                    })
+                })
             }
-            Some("multipart/form-data") => {
+            "multipart/form-data" => {
+                if mime
+                    .get_param(mime::BOUNDARY)
+                    .is_none_or(|b| b.as_str().is_empty())
+                {
+                    return ready(Err(PublishError::Invalid(
+                        "malformed multipart body: the Content-Type has no boundary".to_owned(),
+                    )));
+                }
                 let form = MultipartForm::<MultipartPublish>::from_request(req, payload);
                 Box::pin(async move {
                     let form = form.await?.0;
@@ -120,26 +144,26 @@ impl FromRequest for PublishBody {
                     }))
                 })
             }
-            Some(other) => {
-                let other = format!("{other:?}");
-                Box::pin(async move { Err(PublishError::UnsupportedMediaType(other).into()) })
-            }
-            None if has_body(req) => Box::pin(async move {
-                Err(PublishError::UnsupportedMediaType("(none)".to_owned()).into())
-            }),
-            None => {
-                let query = web::Query::<PublishRequest>::from_query(req.query_string())
-                    .map(|query| PublishBody(query.into_inner()))
-                    .map_err(|error| {
-                        PublishError::Invalid(format!(
-                            "malformed query string: {}",
-                            clip(&error.to_string())
-                        ))
-                        .into()
-                    });
-                Box::pin(async move { query })
-            }
+            other => ready(Err(PublishError::UnsupportedMediaType(format!(
+                "{:?}",
+                clip(other)
+            )))),
         }
+    }
+}
+
+/// An already decided extraction.
+fn ready(
+    result: Result<PublishBody, PublishError>,
+) -> LocalBoxFuture<'static, Result<PublishBody, actix_web::Error>> {
+    Box::pin(async move { result.map_err(Into::into) })
+}
+
+/// Maps a failure to read the raw body: over the limit is 413.
+fn payload_error(error: &actix_web::Error, limit: usize) -> actix_web::Error {
+    match error.as_error::<PayloadError>() {
+        Some(PayloadError::Overflow) => PublishError::TooLarge(limit).into(),
+        _ => PublishError::Invalid(format!("unreadable body: {}", clip(&error.to_string()))).into(),
     }
 }
 
@@ -189,19 +213,6 @@ fn json_error(error: JsonPayloadError, limit: usize) -> PublishError {
             PublishError::Invalid(format!("malformed JSON: {}", clip(&error.to_string())))
         }
         other => PublishError::Invalid(format!("unreadable body: {}", clip(&other.to_string()))),
-    }
-}
-
-fn form_error(error: UrlencodedError, limit: usize) -> PublishError {
-    match error {
-        UrlencodedError::Overflow { .. } => PublishError::TooLarge(limit),
-        UrlencodedError::Payload(PayloadError::Overflow) => PublishError::TooLarge(limit),
-        UrlencodedError::ContentType => {
-            PublishError::UnsupportedMediaType("(not a form)".to_owned())
-        }
-        other => {
-            PublishError::Invalid(format!("malformed form body: {}", clip(&other.to_string())))
-        }
     }
 }
 

@@ -9,11 +9,13 @@
 //! - [`error`]: every way a publish fails, each with its status and JSend body.
 //! - [`routes`]: the handler.
 //! - [`startup`]: mounts the routes and builds the service.
+//! - [`urlencoded`]: a strict form and query-string reader.
 
 pub mod error;
 pub mod extract;
 pub mod routes;
 pub mod startup;
+pub mod urlencoded;
 
 pub use startup::{IngestState, build, configure};
 

@@ -43,6 +43,8 @@ pub fn build(settings: &Settings, bus: bus::Bus) -> anyhow::Result<App> {
     let max_body_bytes = settings.publish.max_body_bytes;
     service_kit::serve(&settings.http, health, move |cfg| {
         configure(cfg, state.clone(), max_body_bytes);
-        cfg.service(web::resource("/event-stream").to(service_kit::health::method_not_allowed));
+        cfg.service(
+            web::resource("/event-stream").route(service_kit::health::method_not_allowed("POST")),
+        );
     })
 }

@@ -51,7 +51,15 @@ pub async fn not_found() -> HttpResponse {
     jsend::fail(StatusCode::NOT_FOUND, "no such endpoint")
 }
 
-/// JSend 405 for a known path with the wrong method.
-pub async fn method_not_allowed() -> HttpResponse {
-    jsend::fail(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+/// A route answering JSend 405 with the `Allow` header HTTP requires, for
+/// a known path asked with a method it does not serve.
+pub fn method_not_allowed(allow: &'static str) -> actix_web::Route {
+    web::route().to(move || async move {
+        let mut response = jsend::fail(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+        response.headers_mut().insert(
+            actix_web::http::header::ALLOW,
+            actix_web::http::header::HeaderValue::from_static(allow),
+        );
+        response
+    })
 }

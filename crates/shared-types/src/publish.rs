@@ -1,7 +1,9 @@
 //! The publish request: the tutorial's `message`, plus an optional `topic`
 //! and SSE `event` type, and the rules each must follow.
 
-use serde::Deserialize;
+use std::fmt;
+
+use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
 use validator::{Validate, ValidateArgs, ValidationError, ValidationErrors};
 
 /// Topic used when a request names none, so the tutorial's commands work unchanged.
@@ -31,7 +33,7 @@ impl Default for Limits {
 /// A publish request as it arrives, from JSON, a form or the query string.
 /// Every field is optional here so a missing one gets our own clear message
 /// rather than a deserialiser's.
-#[derive(Debug, Clone, Default, Deserialize, Validate)]
+#[derive(Debug, Clone, Default, Validate)]
 #[validate(context = Limits)]
 pub struct PublishRequest {
     #[validate(custom(function = "check_message", use_context))]
@@ -40,6 +42,47 @@ pub struct PublishRequest {
     pub topic: Option<String>,
     #[validate(custom(function = "check_event_type"))]
     pub event: Option<String>,
+}
+
+/// Only a map (a JSON object) is a publish request: a derived impl would
+/// also read `["hello", null, null]` as its fields in order. Unknown keys are
+/// ignored, as the tutorial ignores them; a repeated key is an error rather
+/// than a silent choice between two values.
+impl<'de> Deserialize<'de> for PublishRequest {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct RequestVisitor;
+
+        impl<'de> Visitor<'de> for RequestVisitor {
+            type Value = PublishRequest;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object with a \"message\" string")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<PublishRequest, A::Error> {
+                let mut request = PublishRequest::default();
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    let slot = match key.as_ref() {
+                        "message" => &mut request.message,
+                        "topic" => &mut request.topic,
+                        "event" => &mut request.event,
+                        _ => {
+                            map.next_value::<de::IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    let value = map.next_value::<Option<String>>()?;
+                    if slot.is_some() {
+                        return Err(de::Error::custom(format_args!("duplicate field `{key}`")));
+                    }
+                    *slot = value;
+                }
+                Ok(request)
+            }
+        }
+
+        deserializer.deserialize_map(RequestVisitor)
+    }
 }
 
 /// A request that passed validation, with defaults filled in.
@@ -176,6 +219,33 @@ mod tests {
             err,
             "message must not be empty; topic may only contain A-Z, a-z, 0-9, '_', '.', ':' and '-'; \
              event may only contain A-Z, a-z, 0-9, '_', '.', ':' and '-'"
+        );
+    }
+
+    #[test]
+    fn only_objects_deserialize_and_keys_may_not_repeat() {
+        let ok: PublishRequest =
+            serde_json::from_str(r#"{"message":"m","other":[1,{"a":2}]}"#).unwrap();
+        assert_eq!(ok.message.as_deref(), Some("m"));
+        let array = serde_json::from_str::<PublishRequest>(r#"["hello", null, null]"#).unwrap_err();
+        assert!(
+            array
+                .to_string()
+                .starts_with("invalid type: sequence, expected an object"),
+            "{array}"
+        );
+        let twice =
+            serde_json::from_str::<PublishRequest>(r#"{"message":"a","message":"b"}"#).unwrap_err();
+        assert!(
+            twice.to_string().starts_with("duplicate field `message`"),
+            "{twice}"
+        );
+        let number = serde_json::from_str::<PublishRequest>(r#"{"message":7}"#).unwrap_err();
+        assert!(
+            number
+                .to_string()
+                .starts_with("invalid type: integer `7`, expected a string"),
+            "{number}"
         );
     }
 

@@ -29,6 +29,9 @@ pub fn build(settings: &Settings, bus: bus::Bus) -> anyhow::Result<App> {
     service_kit::serve(&settings.http, health, move |cfg| {
         ingest::configure(cfg, ingest_state.clone(), max_body_bytes);
         stream_gateway::configure(cfg, gateway_state.clone());
-        cfg.service(web::resource("/event-stream").to(service_kit::health::method_not_allowed));
+        cfg.service(
+            web::resource("/event-stream")
+                .route(service_kit::health::method_not_allowed("GET, POST")),
+        );
     })
 }

@@ -59,6 +59,8 @@ pub fn build(settings: &Settings, bus: bus::Bus) -> anyhow::Result<App> {
     };
     service_kit::serve(&settings.http, health, move |cfg| {
         configure(cfg, state.clone());
-        cfg.service(web::resource("/event-stream").to(service_kit::health::method_not_allowed));
+        cfg.service(
+            web::resource("/event-stream").route(service_kit::health::method_not_allowed("GET")),
+        );
     })
 }

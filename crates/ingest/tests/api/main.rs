@@ -1,0 +1,10 @@
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
+mod body_limits;
+mod framing;
+mod health;
+mod helpers;
+mod invalid_input;
+mod media_types;
+mod publish;
+mod routing;
