@@ -22,6 +22,7 @@ pub struct MemoryConfig {
     pub history_size: usize,
     /// A topic nobody reads or writes for this long is forgotten, so a
     /// stream of one-off topic names cannot grow memory without bound.
+    /// Zero keeps topics forever, as in the Redis engine.
     pub history_ttl: Duration,
     /// Events a reader may fall behind before it counts as lagging.
     pub queue_capacity: usize,
@@ -96,7 +97,7 @@ impl MemoryEngine {
             topics: RwLock::new(HashMap::new()),
             config,
         });
-        if tokio::runtime::Handle::try_current().is_ok() {
+        if !engine.config.history_ttl.is_zero() && tokio::runtime::Handle::try_current().is_ok() {
             tokio::spawn(sweep(Arc::downgrade(&engine)));
         }
         engine

@@ -112,6 +112,10 @@ pub struct StreamSettings {
     pub queue_capacity: usize,
     /// Most topics in one subscription.
     pub max_topics: usize,
+    /// Most streams one process holds open; past it new ones get a 503
+    /// with `Retry-After`. 0: derived from the open-file limit, keeping a
+    /// reserve for publishes, Redis and logs.
+    pub max_streams: usize,
 }
 
 /// A configuration that cannot be used; the message names the key.
@@ -291,11 +295,28 @@ impl Settings {
         }
     }
 
+    /// `stream.max_streams`, or when 0, the open-file limit less a reserve.
+    pub fn max_streams(&self) -> usize {
+        match self.stream.max_streams {
+            0 => open_file_limit().map_or(10_000, |limit| limit.saturating_sub(256).max(64)),
+            n => n,
+        }
+    }
+
     pub fn publish_limits(&self) -> shared_types::Limits {
         shared_types::Limits {
             max_message_chars: self.publish.max_message_chars,
         }
     }
+}
+
+/// The soft limit on open files, from `/proc/self/limits` (Linux).
+fn open_file_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
 }
 
 fn rule(key: &'static str, why: String) -> SettingsError {
@@ -343,6 +364,7 @@ keepalive_ms = 15000
 retry_ms = 3000
 queue_capacity = 1024
 max_topics = 16
+max_streams = 0
 "#;
 
 #[cfg(test)]
@@ -421,6 +443,20 @@ mod tests {
                 "{key}={value}: {error:?} should name {named}"
             );
         }
+    }
+
+    #[test]
+    fn max_streams_defaults_below_the_open_file_limit() {
+        let settings = Settings::load_from(STANDALONE, None, env(&[])).unwrap();
+        let limit = open_file_limit().unwrap();
+        assert!(
+            settings.max_streams() < limit,
+            "{} vs {limit}",
+            settings.max_streams()
+        );
+        let set = Settings::load_from(STANDALONE, None, env(&[("ES__STREAM__MAX_STREAMS", "7")]))
+            .unwrap();
+        assert_eq!(set.max_streams(), 7);
     }
 
     #[test]

@@ -16,13 +16,20 @@ pub enum StreamError {
     /// 503, JSend `error`: this replica is stopping; another one serves.
     #[error("shutting down")]
     ShuttingDown,
+    /// 503, JSend `error`, with `Retry-After`: this replica already holds
+    /// `stream.max_streams` streams; refusing is better than letting the
+    /// process run out of file descriptors and leave clients hanging.
+    #[error("too many open streams on this server; retry later")]
+    Full,
 }
 
 impl ResponseError for StreamError {
     fn status_code(&self) -> StatusCode {
         match self {
             StreamError::Invalid(_) => StatusCode::BAD_REQUEST,
-            StreamError::Bus(_) | StreamError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            StreamError::Bus(_) | StreamError::ShuttingDown | StreamError::Full => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -34,6 +41,14 @@ impl ResponseError for StreamError {
                 jsend::error(self.status_code(), self.to_string())
             }
             StreamError::ShuttingDown => jsend::error(self.status_code(), self.to_string()),
+            StreamError::Full => {
+                let mut response = jsend::error(self.status_code(), self.to_string());
+                response.headers_mut().insert(
+                    actix_web::http::header::RETRY_AFTER,
+                    actix_web::http::header::HeaderValue::from_static("1"),
+                );
+                response
+            }
         }
     }
 }

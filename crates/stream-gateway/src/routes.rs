@@ -6,7 +6,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use crate::error::StreamError;
 use crate::request;
 use crate::startup::GatewayState;
-use crate::stream::{EventStream, into_body};
+use crate::stream::{EventStream, Permit, into_body};
 
 /// Opens an SSE stream. Headers and the `retry:` hint go out at once, before
 /// any event, so EventSource clients leave CONNECTING immediately.
@@ -18,6 +18,8 @@ pub async fn subscribe(
         return Err(StreamError::ShuttingDown);
     }
     let request = request::parse(&req, state.max_topics)?;
+    let permit =
+        Permit::acquire(&state.open_streams, state.max_streams).ok_or(StreamError::Full)?;
     let stream = EventStream::open(
         state.bus.clone(),
         &request.topics,
@@ -25,6 +27,7 @@ pub async fn subscribe(
         state.stream.clone(),
         state.shutdown.clone(),
         state.metrics.clone(),
+        permit,
     )
     .await?;
     Ok(HttpResponse::Ok()

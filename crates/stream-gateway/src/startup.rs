@@ -1,5 +1,7 @@
 //! Mounts the stream route and builds the service.
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use actix_web::{guard, web};
@@ -15,6 +17,9 @@ pub struct GatewayState {
     pub bus: bus::Bus,
     pub stream: StreamConfig,
     pub max_topics: usize,
+    /// Streams this process may hold open; see [`crate::error::StreamError::Full`].
+    pub max_streams: usize,
+    pub open_streams: Arc<AtomicUsize>,
     pub shutdown: Shutdown,
     pub metrics: Metrics,
 }
@@ -30,6 +35,8 @@ impl GatewayState {
                 shutdown_spread: settings.shutdown_grace() / 2,
             },
             max_topics: settings.stream.max_topics,
+            max_streams: settings.max_streams(),
+            open_streams: Arc::new(AtomicUsize::new(0)),
             shutdown,
             metrics,
         }

@@ -15,6 +15,7 @@
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bus::{Bus, Recv, Replay, Subscription};
@@ -38,6 +39,28 @@ pub struct StreamConfig {
     /// Streams end at a random moment within this window after shutdown
     /// begins, so their clients do not all reconnect at the same instant.
     pub shutdown_spread: Duration,
+}
+
+/// A slot among the `stream.max_streams` a process may hold open; given
+/// back when the stream is dropped, however it ends.
+#[derive(Debug)]
+pub struct Permit(Arc<AtomicUsize>);
+
+impl Permit {
+    /// Takes a slot if fewer than `limit` are taken.
+    pub fn acquire(open: &Arc<AtomicUsize>, limit: usize) -> Option<Self> {
+        open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < limit).then_some(n + 1)
+        })
+        .ok()
+        .map(|_| Permit(open.clone()))
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// One subscribed topic of a stream.
@@ -64,6 +87,7 @@ pub struct EventStream {
     metrics: Metrics,
     /// Set when the stream ended because its client fell a queue behind.
     too_slow: bool,
+    _permit: Permit,
     /// Deliveries not yet added to the shared counter (saves an atomic
     /// operation per event per client).
     unreported: u64,
@@ -99,6 +123,7 @@ impl EventStream {
         config: StreamConfig,
         shutdown: Shutdown,
         metrics: Metrics,
+        permit: Permit,
     ) -> Result<Self, bus::Error> {
         let positions = match cursor {
             Some(cursor) => cursor.0,
@@ -132,6 +157,7 @@ impl EventStream {
             closing: None,
             metrics,
             too_slow: false,
+            _permit: permit,
             unreported: 0,
         };
         stream

@@ -263,3 +263,23 @@ async fn draining_refuses_new_streams_and_ends_open_ones() {
     .expect("stream did not end after shutdown");
     assert!(end.is_ok(), "stream ended with an error: {end:?}");
 }
+
+#[tokio::test]
+async fn past_max_streams_new_streams_get_503_with_retry_after() {
+    let app = spawn_app_with(&[("ES__STREAM__MAX_STREAMS", "2")]).await;
+    let first = app.subscribe("", None).await;
+    let _second = app.subscribe("", None).await;
+    let refused = app.get_stream("", None).await;
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    assert_eq!(
+        refused.text().await.unwrap(),
+        r#"{"status":"error","message":"too many open streams on this server; retry later"}"#
+    );
+    // A slot comes back when a stream ends.
+    drop(first);
+    crate::helpers::wait_until("a slot is free again", || async {
+        app.get_stream("", None).await.status() == 200
+    })
+    .await;
+}
