@@ -419,3 +419,50 @@ async fn a_slow_subscriber_is_cut_off_without_slowing_anyone() {
     );
     assert_eq!(seen.events.len(), 400);
 }
+
+#[tokio::test]
+async fn a_reconnect_storm_gets_every_client_served_or_refused_with_a_status() {
+    let cluster = Cluster::start(1, &[("ES__STREAM__MAX_STREAMS", "150")]).await;
+    let url = format!("{}/event-stream?topic=storm", cluster.gateways[0].url());
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let attempts = (0..400).map(|_| {
+        let client = client.clone();
+        let url = url.clone();
+        tokio::spawn(async move {
+            let response = tokio::time::timeout(PATIENCE, client.get(&url).send()).await;
+            match response {
+                Ok(Ok(response)) => {
+                    let status = response.status().as_u16();
+                    // Hold served streams open so the limit is really reached.
+                    (status, Some(response))
+                }
+                Ok(Err(error)) => panic!("a client got no HTTP answer: {error}"),
+                Err(_) => panic!("a client hung without an answer"),
+            }
+        })
+    });
+    let mut served = 0;
+    let mut refused = 0;
+    let mut open = Vec::new();
+    for attempt in attempts.collect::<Vec<_>>() {
+        let (status, response) = attempt.await.unwrap();
+        match status {
+            200 => served += 1,
+            503 => refused += 1,
+            other => panic!("unexpected status {other}"),
+        }
+        open.extend(response);
+    }
+    assert_eq!(served, 150, "exactly the limit is served");
+    assert_eq!(refused, 250);
+    // The gateway is still healthy and serves again once streams close.
+    drop(open);
+    cluster.gateways[0].wait_ready().await;
+    let mut published = Published::default();
+    let subscriber = Subscriber::start(vec![cluster.gateways[0].url()], "topic=storm").await;
+    publish_many(&cluster, "storm", "after", 5, &mut published).await;
+    wait_for_all(std::slice::from_ref(&subscriber), &published).await;
+}
