@@ -6,6 +6,7 @@
 //! - [`process`]: builds and starts the binaries on free ports; stops them
 //!   with signals.
 //! - [`cluster`]: Redis + one ingest + N gateways, wired together.
+//! - [`nginx`]: Debian's nginx with the repository's front-door config.
 //! - [`subscriber`]: an EventSource-like client that reconnects with
 //!   `Last-Event-ID`, rotating over a list of addresses, and records
 //!   everything it saw.
@@ -13,6 +14,7 @@
 
 pub mod check;
 pub mod cluster;
+pub mod nginx;
 pub mod process;
 pub mod subscriber;
 

@@ -1,0 +1,125 @@
+//! Debian's nginx running the repository's own front-door configuration
+//! (`deploy/nginx/`), with the upstream list made by its own
+//! `make-upstreams` script, on a free port.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::PATIENCE;
+use crate::process::free_port;
+
+/// A private nginx process, stopped when dropped.
+#[derive(Debug)]
+pub struct Nginx {
+    port: u16,
+    prefix: PathBuf,
+    child: Option<Child>,
+}
+
+fn nginx_binary() -> PathBuf {
+    [
+        "/usr/sbin/nginx",
+        "/usr/local/sbin/nginx",
+        "/usr/local/nginx/sbin/nginx",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|path| path.exists())
+    .unwrap_or_else(|| PathBuf::from("nginx"))
+}
+
+impl Nginx {
+    /// Starts nginx in front of `ingest` and `gateways` (host:port each) and
+    /// waits until its own /healthz answers.
+    pub async fn start(ingest: &[String], gateways: &[String]) -> Self {
+        let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/nginx");
+        let port = free_port();
+        let prefix = std::env::temp_dir().join(format!("es-nginx-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&prefix).expect("creating the nginx prefix");
+        std::fs::copy(deploy.join("nginx.conf"), prefix.join("nginx.conf"))
+            .expect("copying nginx.conf");
+        std::fs::write(
+            prefix.join("listen.conf"),
+            format!("listen 127.0.0.1:{port};\n"),
+        )
+        .expect("writing listen.conf");
+        let mut make = Command::new(deploy.join("make-upstreams"));
+        for address in ingest {
+            make.args(["--ingest", address]);
+        }
+        for address in gateways {
+            make.args(["--gateway", address]);
+        }
+        let upstreams = make.output().expect("running make-upstreams");
+        assert!(
+            upstreams.status.success(),
+            "make-upstreams: {}",
+            String::from_utf8_lossy(&upstreams.stderr)
+        );
+        std::fs::write(prefix.join("upstreams.conf"), upstreams.stdout)
+            .expect("writing upstreams.conf");
+
+        let log = File::create(prefix.join("nginx.log")).expect("creating the nginx log");
+        let child = Command::new(nginx_binary())
+            .arg("-p")
+            .arg(&prefix)
+            .arg("-c")
+            .arg(prefix.join("nginx.conf"))
+            .args(["-e", "stderr", "-g", "daemon off;"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("cloning the log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("starting nginx (apt-get install nginx-light)");
+        let mut nginx = Self {
+            port,
+            prefix,
+            child: Some(child),
+        };
+        nginx.wait_healthy().await;
+        nginx
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.prefix.join("nginx.log")).unwrap_or_default()
+    }
+
+    async fn wait_healthy(&mut self) {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("nginx exited with {status}; log:\n{}", self.log());
+            }
+            if let Ok(response) = client.get(format!("{}/healthz", self.url())).send().await
+                && response.status() == 200
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nginx never answered; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.prefix);
+    }
+}

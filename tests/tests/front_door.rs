@@ -1,0 +1,260 @@
+//! Through the front door: Debian's nginx with deploy/nginx/, in front of a
+//! real ingest, three real gateways and Redis.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use e2e::check::assert_delivered;
+use e2e::cluster::{Cluster, Outcome, Published, publish};
+use e2e::nginx::Nginx;
+use e2e::subscriber::Subscriber;
+use e2e::{PATIENCE, wait_until};
+
+fn address(url: &str) -> String {
+    url.trim_start_matches("http://").to_owned()
+}
+
+async fn front_door(gateways: usize) -> (Cluster, Nginx) {
+    let cluster = Cluster::start(gateways, &[]).await;
+    let nginx = Nginx::start(
+        &[address(&cluster.ingest.url())],
+        &cluster
+            .gateway_urls()
+            .iter()
+            .map(|u| address(u))
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    (cluster, nginx)
+}
+
+#[tokio::test]
+async fn the_tutorials_commands_work_through_nginx() {
+    let (_cluster, nginx) = front_door(3).await;
+    let client = reqwest::Client::new();
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        let response = client
+            .get(format!("{}/event-stream", nginx.url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        let mut stream = sse_reader::SseStream::new(response);
+        assert!(matches!(
+            stream.next_item_timeout(PATIENCE).await.unwrap(),
+            Some(sse_reader::Item::Retry(3000))
+        ));
+        streams.push(stream);
+    }
+    let json = client
+        .post(format!("{}/event-stream", nginx.url()))
+        .header("Content-Type", "application/json")
+        .body(r#"{"message":"hello"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json.status(), 201);
+    assert!(json.headers().contains_key("x-event-id"));
+    assert_eq!(
+        json.text().await.unwrap(),
+        r#"{"status":"success","data":"hello"}"#
+    );
+    let form = client
+        .post(format!("{}/event-stream", nginx.url()))
+        .form(&[("message", "world")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        form.text().await.unwrap(),
+        r#"{"status":"success","data":"world"}"#
+    );
+    for stream in &mut streams {
+        let first = stream.next_event_timeout(PATIENCE).await.unwrap().unwrap();
+        let second = stream.next_event_timeout(PATIENCE).await.unwrap().unwrap();
+        assert_eq!(
+            (first.event.as_str(), first.data.as_str()),
+            ("message", "hello")
+        );
+        assert_eq!(second.data, "world");
+    }
+}
+
+#[tokio::test]
+async fn nginx_answers_its_own_errors_in_jsend() {
+    let (_cluster, nginx) = front_door(1).await;
+    let client = reqwest::Client::new();
+    let huge = client
+        .post(format!("{}/event-stream", nginx.url()))
+        .header("Content-Type", "application/json")
+        .body(format!(r#"{{"message":"{}"}}"#, "x".repeat(100_000)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(huge.status(), 413);
+    assert_eq!(
+        huge.text().await.unwrap(),
+        r#"{"status":"fail","data":"request body is larger than 65536 bytes"}"#
+    );
+    let healthz = client
+        .get(format!("{}/healthz", nginx.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        healthz.text().await.unwrap(),
+        r#"{"status":"success","data":"alive"}"#
+    );
+    let missing = client
+        .get(format!("{}/index.html", nginx.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    assert_eq!(missing.headers()["content-type"], "application/json");
+    // Errors from the services pass through untouched.
+    let invalid = client
+        .post(format!("{}/event-stream", nginx.url()))
+        .json(&serde_json::json!({"message": ""}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(invalid.status(), 400);
+    assert_eq!(
+        invalid.text().await.unwrap(),
+        r#"{"status":"fail","data":"request validation error: message must not be empty"}"#
+    );
+}
+
+#[tokio::test]
+async fn with_every_gateway_down_nginx_answers_jsend_502() {
+    let (mut cluster, nginx) = front_door(1).await;
+    cluster.gateways[0].kill();
+    let response = reqwest::get(format!("{}/event-stream", nginx.url()))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 502);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "error");
+}
+
+#[tokio::test]
+async fn events_arrive_through_nginx_without_buffering_delay() {
+    let (cluster, nginx) = front_door(3).await;
+    let client = reqwest::Client::new();
+    let response = client
+        .get(format!("{}/event-stream?topic=latency", nginx.url()))
+        .send()
+        .await
+        .unwrap();
+    let mut stream = sse_reader::SseStream::new(response);
+    assert!(matches!(
+        stream.next_item_timeout(PATIENCE).await.unwrap(),
+        Some(sse_reader::Item::Retry(_))
+    ));
+    let mut delays = Vec::new();
+    for i in 0..30 {
+        let message = format!("tick {i}");
+        let outcome = publish(&client, &nginx.url(), "latency", &message).await;
+        let acknowledged = Instant::now();
+        assert!(matches!(outcome, Outcome::Stored(_)), "{outcome:?}");
+        let event = stream.next_event_timeout(PATIENCE).await.unwrap().unwrap();
+        delays.push(acknowledged.elapsed());
+        assert_eq!(event.data, message);
+    }
+    drop(cluster);
+    delays.sort();
+    let median = delays[delays.len() / 2];
+    // Buffering shows up as seconds (until a buffer fills or a timeout), not
+    // milliseconds; on loopback an unbuffered event follows its 201 at once.
+    assert!(
+        median < Duration::from_millis(100),
+        "median delay after the 201: {median:?}; all: {delays:?}"
+    );
+    assert!(
+        delays[delays.len() - 1] < Duration::from_secs(1),
+        "slowest: {:?}",
+        delays.last()
+    );
+}
+
+#[tokio::test]
+async fn a_rolling_restart_of_every_gateway_loses_nothing_for_resuming_clients() {
+    let (mut cluster, nginx) = front_door(3).await;
+    let mut subscribers = Vec::new();
+    for _ in 0..6 {
+        subscribers.push(Subscriber::start(vec![nginx.url()], "topic=rolling").await);
+    }
+    // Publish through the front door the whole time.
+    let publisher = {
+        let client = cluster.client.clone();
+        let base = nginx.url();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let done = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut published = Published::default();
+            let mut i = 0;
+            while !done.is_cancelled() {
+                let message = format!("r-{i}");
+                let outcome = publish(&client, &base, "rolling", &message).await;
+                published.record(message, outcome);
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            published
+        });
+        (stop, task)
+    };
+    for index in 0..cluster.gateways.len() {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let status = cluster.gateways[index].terminate().await;
+        assert!(status.success(), "gateway {index} exited with {status:?}");
+        cluster.gateways[index].restart();
+        cluster.gateways[index].wait_ready().await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    publisher.0.cancel();
+    let published = publisher.1.await.unwrap();
+    assert!(
+        published.refused.is_empty(),
+        "publishes were refused: {:?}",
+        published.refused.first()
+    );
+    assert!(
+        published.stored.len() > 100,
+        "only {} publishes",
+        published.stored.len()
+    );
+    for (index, subscriber) in subscribers.iter().enumerate() {
+        let arrived = wait_until(PATIENCE, || async {
+            let data = subscriber.data();
+            published.stored.iter().all(|m| data.contains(m))
+        })
+        .await;
+        assert!(
+            arrived,
+            "subscriber {index} is missing events; ends {:?}",
+            subscriber.with(|s| s.ends.clone())
+        );
+    }
+    let mut moved = 0;
+    for (index, subscriber) in subscribers.into_iter().enumerate() {
+        let seen = subscriber.finish().await;
+        let data: Vec<String> = seen.events.iter().map(|e| e.data.clone()).collect();
+        assert_delivered(&format!("subscriber {index}"), &data, &published);
+        assert_eq!(
+            data, published.stored,
+            "subscriber {index}: exactly once, in order, no reset"
+        );
+        moved += usize::from(seen.connections > 1);
+    }
+    assert!(
+        moved > 0,
+        "no subscriber was ever moved: the restarts did not reach them"
+    );
+    drop(nginx);
+}
