@@ -119,7 +119,9 @@ impl Drop for Nginx {
         if let Some(mut child) = self.child.take() {
             // SIGKILL would orphan the workers, which keep the port and run
             // on; SIGTERM makes the master stop them before it exits.
-            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
             let deadline = Instant::now() + Duration::from_secs(5);
             while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
                 std::thread::sleep(Duration::from_millis(10));

@@ -6,7 +6,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use crate::error::StreamError;
 use crate::request;
 use crate::startup::GatewayState;
-use crate::stream::{EventStream, Permit, into_body};
+use crate::stream::{EventStream, Permit};
 
 /// Opens an SSE stream. Headers and the `retry:` hint go out at once, before
 /// any event, so EventSource clients leave CONNECTING immediately.
@@ -35,5 +35,5 @@ pub async fn subscribe(
         .insert_header(CacheControl(vec![CacheDirective::NoCache]))
         // Tells nginx not to buffer this response.
         .insert_header(("X-Accel-Buffering", "no"))
-        .streaming(into_body(stream)))
+        .streaming(stream))
 }

@@ -115,15 +115,25 @@ impl TestApp {
     }
 
     pub async fn metric(&self, name: &str) -> f64 {
-        let text = self
-            .client
-            .get(format!("{}/metrics", self.address))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        // Some tests make the server abort stalled connections quickly
+        // (http.send_timeout_ms); a pooled connection may be one of them,
+        // so a transport error is retried on a fresh one.
+        let mut attempts = 0;
+        let text = loop {
+            match self
+                .client
+                .get(format!("{}/metrics", self.address))
+                .send()
+                .await
+            {
+                Ok(response) => break response.text().await.unwrap(),
+                Err(error) if attempts < 5 => {
+                    attempts += 1;
+                    eprintln!("retrying /metrics after {error}");
+                }
+                Err(error) => panic!("/metrics failed: {error}"),
+            }
+        };
         text.lines()
             .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
             .unwrap_or_else(|| panic!("metric {name} not found in\n{text}"))

@@ -95,7 +95,7 @@ async fn a_client_that_never_reads_is_cut_off_after_a_whole_event_and_others_get
 async fn a_client_that_stops_reading_entirely_is_aborted_after_the_send_timeout() {
     let app = spawn_app_with(&[
         ("ES__STREAM__QUEUE_CAPACITY", "16"),
-        ("ES__HTTP__SEND_TIMEOUT_MS", "500"),
+        ("ES__HTTP__SEND_TIMEOUT_MS", "1500"),
     ])
     .await;
     let port: u16 = app.address.rsplit(':').next().unwrap().parse().unwrap();
