@@ -1,0 +1,120 @@
+//! Resident memory and open files of the processes under test, read from
+//! `/proc`, so memory per connection is measured the same way for any
+//! server.
+
+use serde::{Deserialize, Serialize};
+
+/// Processes measured together under one name (`--mem gateway=PID,PID`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Group {
+    pub name: String,
+    pub pids: Vec<u32>,
+}
+
+impl std::str::FromStr for Group {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (name, pids) = s
+            .split_once('=')
+            .ok_or_else(|| format!("{s:?}: expected NAME=PID[,PID...]"))?;
+        let pids = pids
+            .split(',')
+            .filter(|p| !p.is_empty())
+            .map(|p| p.trim().parse::<u32>().map_err(|e| format!("{p:?}: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        if name.is_empty() || pids.is_empty() {
+            return Err(format!("{s:?}: expected NAME=PID[,PID...]"));
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            pids,
+        })
+    }
+}
+
+/// One reading of a group.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct Sample {
+    /// Sum of VmRSS, in KiB.
+    pub rss_kib: u64,
+    /// Sum of open file descriptors.
+    pub fds: u64,
+}
+
+impl Group {
+    /// Reads every process of the group; a vanished process counts zero.
+    pub fn sample(&self) -> Sample {
+        let mut sample = Sample::default();
+        for pid in &self.pids {
+            sample.rss_kib += rss_kib(*pid).unwrap_or(0);
+            sample.fds += std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .map(|dir| dir.count() as u64)
+                .unwrap_or(0);
+        }
+        sample
+    }
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Memory per connection of one group, from readings before and after
+/// opening the subscribers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GroupReport {
+    pub name: String,
+    pub pids: Vec<u32>,
+    pub before: Sample,
+    pub after: Sample,
+    /// (after − before) RSS / connections, in bytes.
+    pub bytes_per_connection: f64,
+}
+
+impl GroupReport {
+    pub fn new(group: &Group, before: Sample, after: Sample, connections: u64) -> Self {
+        let grown = after.rss_kib as f64 - before.rss_kib as f64;
+        Self {
+            name: group.name.clone(),
+            pids: group.pids.clone(),
+            before,
+            after,
+            bytes_per_connection: if connections == 0 {
+                0.0
+            } else {
+                grown * 1024.0 / connections as f64
+            },
+        }
+    }
+}
+
+/// The machine's load average, to note how busy it was during a run.
+pub fn load_average() -> [f64; 3] {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let mut fields = text.split_whitespace().map(|f| f.parse().unwrap_or(0.0));
+    [
+        fields.next().unwrap_or(0.0),
+        fields.next().unwrap_or(0.0),
+        fields.next().unwrap_or(0.0),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_parse_and_sample_this_process() {
+        let me = std::process::id();
+        let group: Group = format!("self={me}").parse().unwrap();
+        let sample = group.sample();
+        assert!(sample.rss_kib > 0 && sample.fds > 0, "{sample:?}");
+        assert!("nopids=".parse::<Group>().is_err());
+        assert!("x=1,y".parse::<Group>().is_err());
+    }
+}

@@ -1,0 +1,216 @@
+//! Smoke runs of the real `loadgen` binary against the real `event-stream`
+//! binary: tiny populations for a few seconds, so the load tool keeps
+//! working. Nothing here is timed; only counts are asserted.
+
+use std::io::{Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use loadgen::report::RunReport;
+
+/// Builds the hub once per test binary, in this test's profile, so a smoke
+/// run never starts a stale server.
+fn hub_binary() -> &'static PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let release = !cfg!(debug_assertions);
+        let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        command.current_dir(env!("CARGO_MANIFEST_DIR")).args([
+            "build",
+            "--quiet",
+            "--bins",
+            "-p",
+            "standalone",
+        ]);
+        if release {
+            command.arg("--release");
+        }
+        assert!(command.status().expect("running cargo build").success());
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+        target
+            .join(if release { "release" } else { "debug" })
+            .join("event-stream")
+    })
+}
+
+/// The `event-stream` binary on a free loopback port; killed on drop.
+struct Hub {
+    child: Child,
+    port: u16,
+}
+
+impl Hub {
+    fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    fn start_with(env: &[(&str, &str)]) -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new(hub_binary())
+            .env("ES__HTTP__HOST", "127.0.0.1")
+            .env("ES__HTTP__PORT", port.to_string())
+            .env("ES__HTTP__WORKERS", "1")
+            .env("ES__LOG__LEVEL", "warn")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("starting event-stream");
+        let hub = Self { child, port };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !hub.healthy() {
+            assert!(
+                Instant::now() < deadline,
+                "event-stream never became healthy"
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        hub
+    }
+
+    fn healthy(&self) -> bool {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+        let request = "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        let mut answer = String::new();
+        stream.write_all(request.as_bytes()).is_ok()
+            && stream.read_to_string(&mut answer).is_ok()
+            && answer.starts_with("HTTP/1.1 200")
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn loadgen(args: &[&str]) -> (RunReport, Output) {
+    let output = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(args)
+        .args(["--json", "-"])
+        .output()
+        .expect("running loadgen");
+    assert!(
+        output.status.success(),
+        "loadgen failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: RunReport = serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
+        panic!(
+            "the JSON report does not parse ({error}):\n{}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    });
+    (report, output)
+}
+
+#[test]
+fn a_small_paced_run_delivers_everything_once_and_in_order() {
+    let hub = Hub::start();
+    let pid = hub.pid().to_string();
+    let (report, output) = loadgen(&[
+        "--target",
+        &hub.url(),
+        "-n",
+        "20",
+        "--topics",
+        "2",
+        "--rate",
+        "40,80",
+        "--duration",
+        "1s",
+        "--settle",
+        "200ms",
+        "--mem",
+        &format!("hub={pid}"),
+    ]);
+    let human = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        human.contains("phase 2"),
+        "human summary on stderr:\n{human}"
+    );
+    assert_eq!(report.subscribers.connected, 20, "{human}");
+    assert_eq!(report.phases.len(), 2);
+    for phase in &report.phases {
+        let (p, d) = (&phase.publish, &phase.delivery);
+        assert!(
+            p.ok > 0 && p.ok == p.sent,
+            "every publish acknowledged: {human}"
+        );
+        assert_eq!(p.statuses.get(&201), Some(&p.ok), "{human}");
+        // Each of the 2 topics has 10 subscribers and gets its publishers'
+        // messages only.
+        assert_eq!(d.expected, p.ok * 10, "{human}");
+        assert_eq!(d.deliveries, d.expected, "{human}");
+        assert_eq!(
+            (d.lost, d.duplicates, d.out_of_order, d.disconnected),
+            (0, 0, 0, 0),
+            "{human}"
+        );
+        assert!(d.latency.count == d.deliveries && d.latency.max_ms >= d.latency.p50_ms);
+    }
+    assert_eq!(report.memory.len(), 1);
+    assert!(report.memory[0].after.fds >= report.memory[0].before.fds + 20);
+}
+
+#[test]
+fn subscribers_spread_over_processes_and_source_addresses_then_churn() {
+    // Flat-out publishing can outrun a subscriber process on a busy test
+    // machine; a deep queue keeps the hub from cutting it as too slow, which
+    // is the hub's business, not the load tool's.
+    let hub = Hub::start_with(&[("ES__STREAM__QUEUE_CAPACITY", "100000")]);
+    let pid = hub.pid().to_string();
+    let (report, output) = loadgen(&[
+        "--target",
+        &hub.url(),
+        "-n",
+        "30",
+        "--processes",
+        "2",
+        "--source-ips",
+        "3",
+        "--closed-loop",
+        "--publishers",
+        "1",
+        "--duration",
+        "1s",
+        "--settle",
+        "200ms",
+        "--churn",
+        "100",
+        "--churn-concurrency",
+        "5",
+        "--mem",
+        &format!("hub={pid}"),
+    ]);
+    let human = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(report.subscribers.processes, 2, "{human}");
+    assert_eq!(report.subscribers.connected, 30, "{human}");
+    let phase = &report.phases[0];
+    assert_eq!(phase.pace, "closed");
+    assert!(phase.publish.ok > 0, "{human}");
+    assert_eq!(phase.delivery.deliveries, phase.publish.ok * 30, "{human}");
+    assert_eq!(phase.delivery.lost, 0, "{human}");
+    let churn = report.churn.as_ref().expect("a churn section");
+    assert_eq!((churn.result.ok, churn.result.failed), (100, 0), "{human}");
+}
