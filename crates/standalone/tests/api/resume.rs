@@ -153,8 +153,14 @@ async fn a_multi_topic_id_carries_every_topics_position() {
     let a = app.publish_to("a", "to a").await;
     let b = app.publish_to("b", "to b").await;
     let events = next_events(&mut stream, 2).await;
-    // Topics are sorted: a's position first.
-    assert_eq!(events[0].id, format!("{a},0-0"));
+    // Topics are sorted: a's position first. Order across topics is not
+    // promised (a stream takes turns between its topics), so the first id
+    // names the topic whose event came first.
+    let first = match events[0].data.as_str() {
+        "to a" => format!("{a},0-0"),
+        _ => format!("0-0,{b}"),
+    };
+    assert_eq!(events[0].id, first);
     assert_eq!(events[1].id, format!("{a},{b}"));
 }
 
