@@ -158,17 +158,13 @@ pub fn data(events: &[Event]) -> Vec<String> {
 }
 
 /// Polls `condition` until it holds, failing after [`PATIENCE`].
-pub async fn wait_until<F, Fut>(what: &str, mut condition: F)
+pub async fn wait_until<F, Fut>(what: &str, condition: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !condition().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    assert!(
+        testkit::wait_until(PATIENCE, condition).await,
+        "timed out waiting until {what}"
+    );
 }
