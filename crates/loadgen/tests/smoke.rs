@@ -4,39 +4,10 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use loadgen::report::RunReport;
-
-/// Builds the hub once per test binary, in this test's profile, so a smoke
-/// run never starts a stale server.
-fn hub_binary() -> &'static PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let release = !cfg!(debug_assertions);
-        let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        command.current_dir(env!("CARGO_MANIFEST_DIR")).args([
-            "build",
-            "--quiet",
-            "--bins",
-            "-p",
-            "standalone",
-        ]);
-        if release {
-            command.arg("--release");
-        }
-        assert!(command.status().expect("running cargo build").success());
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-        target
-            .join(if release { "release" } else { "debug" })
-            .join("event-stream")
-    })
-}
 
 /// The `event-stream` binary on a free loopback port; killed on drop.
 struct Hub {
@@ -54,7 +25,7 @@ impl Hub {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let child = Command::new(hub_binary())
+        let child = Command::new(e2e::process::binary("event-stream"))
             .env("ES__HTTP__HOST", "127.0.0.1")
             .env("ES__HTTP__PORT", port.to_string())
             .env("ES__HTTP__WORKERS", "1")
