@@ -86,9 +86,7 @@ pub struct RedisSettings {
     pub url: String,
     /// Prefix of every key and channel, so deployments can share a Redis.
     pub key_prefix: String,
-    pub pool_size: usize,
     pub connect_timeout_ms: u64,
-    pub wait_timeout_ms: u64,
     pub response_timeout_ms: u64,
     pub ping_interval_ms: u64,
     pub ping_timeout_ms: u64,
@@ -202,7 +200,7 @@ impl Settings {
 
     /// Rules serde cannot express.
     fn check(&self) -> Result<(), SettingsError> {
-        let positive: [(&'static str, u64); 12] = [
+        let positive: [(&'static str, u64); 10] = [
             ("http.send_timeout_ms", self.http.send_timeout_ms),
             ("stream.keepalive_ms", self.stream.keepalive_ms),
             ("stream.queue_capacity", self.stream.queue_capacity as u64),
@@ -212,9 +210,7 @@ impl Settings {
                 self.publish.max_message_chars as u64,
             ),
             ("publish.max_body_bytes", self.publish.max_body_bytes as u64),
-            ("redis.pool_size", self.redis.pool_size as u64),
             ("redis.connect_timeout_ms", self.redis.connect_timeout_ms),
-            ("redis.wait_timeout_ms", self.redis.wait_timeout_ms),
             ("redis.response_timeout_ms", self.redis.response_timeout_ms),
             ("redis.ping_interval_ms", self.redis.ping_interval_ms),
             ("redis.ping_timeout_ms", self.redis.ping_timeout_ms),
@@ -282,9 +278,7 @@ impl Settings {
         bus::RedisConfig {
             url: self.redis.url.clone(),
             key_prefix: self.redis.key_prefix.clone(),
-            pool_size: self.redis.pool_size,
             connect_timeout: ms(self.redis.connect_timeout_ms),
-            wait_timeout: ms(self.redis.wait_timeout_ms),
             response_timeout: ms(self.redis.response_timeout_ms),
             history_size: self.bus.history_size,
             history_ttl: Duration::from_secs(self.bus.history_ttl_secs),
@@ -348,9 +342,7 @@ history_ttl_secs = 86400
 [redis]
 url = "redis://127.0.0.1:6379"
 key_prefix = "es"
-pool_size = 16
 connect_timeout_ms = 500
-wait_timeout_ms = 500
 response_timeout_ms = 500
 ping_interval_ms = 1000
 ping_timeout_ms = 1000

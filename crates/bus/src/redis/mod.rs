@@ -2,7 +2,7 @@
 //!
 //! Publishing is one Lua script that stores the event in the topic's stream
 //! and publishes it on the topic's channel, atomically. Reading history
-//! (head, replay) goes through a pool of multiplexed connections. A
+//! (head, replay) goes through multiplexed connections, one per thread. A
 //! subscriber process also keeps one dedicated pub/sub connection, run by a
 //! supervised relay that turns Redis's at-most-once pub/sub into a
 //! contiguous feed per topic by refilling gaps from the streams.
@@ -10,7 +10,7 @@
 //! # Layout
 //! - `schema`: key names, the publish script, the pub/sub
 //!   message encoding and the decoders for everything read back.
-//! - `store`: pooled commands (publish, head, replay) under
+//! - `store`: commands (publish, head, replay) under
 //!   one deadline each.
 //! - `relay`: the pub/sub connection, its supervision, the
 //!   per-topic hub and gap refilling.
@@ -42,15 +42,10 @@ pub struct RedisConfig {
     /// Prefix of every key and channel, so several deployments (or tests)
     /// can share one Redis without seeing each other's data.
     pub key_prefix: String,
-    /// Pooled connections for commands. Each is multiplexed, so a few
-    /// serve many concurrent requests.
-    pub pool_size: usize,
     /// Bound on opening a connection (TCP and handshake): a Redis that
     /// accepts but does not answer must not hold a request.
     pub connect_timeout: Duration,
-    /// Bound on waiting for a free pooled connection under load.
-    pub wait_timeout: Duration,
-    /// Bound on one command's reply. With the two above it sets the
+    /// Bound on one command's reply. With the one above it sets the
     /// deadline of every operation (see [`RedisConfig::operation_timeout`]),
     /// which is how a publish fails within about a second when Redis is
     /// down or hung, and ingest can answer 503 quickly.
@@ -82,9 +77,7 @@ impl Default for RedisConfig {
         Self {
             url: "redis://127.0.0.1:6379".to_owned(),
             key_prefix: "es".to_owned(),
-            pool_size: 16,
             connect_timeout: Duration::from_millis(500),
-            wait_timeout: Duration::from_millis(500),
             response_timeout: Duration::from_millis(500),
             history_size: 1000,
             history_ttl: Duration::from_secs(86_400),
@@ -98,21 +91,21 @@ impl Default for RedisConfig {
 }
 
 impl RedisConfig {
-    /// Deadline of one operation, from asking the pool for a connection to
-    /// the last reply: the longer of getting a connection (waiting for a
-    /// free one, or opening one) plus one reply. 1 s by default.
+    /// Deadline of one operation, from getting a connection to the last
+    /// reply: opening a connection (when the thread has none) plus one
+    /// reply. 1 s by default.
     pub fn operation_timeout(&self) -> Duration {
-        self.wait_timeout.max(self.connect_timeout) + self.response_timeout
+        self.connect_timeout + self.response_timeout
     }
 }
 
 /// What a process does with the bus; decides which connections it keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    /// Publishes only (ingest): the pool, no pub/sub connection.
+    /// Publishes only (ingest): command connections, no pub/sub.
     /// [`Bus::subscribe`](crate::Bus::subscribe) is refused.
     Publisher,
-    /// Reads and fans out (gateway): the pool plus the pub/sub relay,
+    /// Reads and fans out (gateway): command connections plus the pub/sub relay,
     /// started at once.
     Subscriber,
 }
@@ -198,9 +191,9 @@ impl RedisEngine {
         Ok(replay)
     }
 
-    /// Publisher: a PING through the pool answers within the ping timeout.
+    /// Publisher: a PING answers within the ping timeout.
     /// Subscriber: the relay's last health check (a message published
-    /// through the pool and received on the pub/sub connection) arrived.
+    /// as a command and received on the pub/sub connection) arrived.
     pub async fn is_ready(&self) -> bool {
         match &self.hub {
             Some(hub) => hub.is_ready(),

@@ -259,10 +259,10 @@ struct Check {
 
 /// The task that owns the pub/sub connection. See the module docs.
 pub(crate) struct Relay {
-    /// Pooled commands: head reads, refills and health-check publishes.
+    /// Commands: head reads, refills and health-check publishes.
     store: Arc<Store>,
     hub: Arc<Hub>,
-    /// Opens the dedicated pub/sub connection (never a pooled one: a
+    /// Opens the dedicated pub/sub connection (never a command one: a
     /// subscribed connection can run no other command).
     client: ::redis::Client,
     /// Topics to reconcile; unbounded because senders are synchronous
@@ -501,8 +501,8 @@ impl Relay {
         Ok(())
     }
 
-    /// A pool command under the operation deadline and shutdown. Failures
-    /// here are about the pool, not the pub/sub session.
+    /// A command under the operation deadline and shutdown. Failures
+    /// here are about the command connection, not the pub/sub session.
     async fn store_call<T>(
         &self,
         what: &str,
@@ -607,7 +607,7 @@ impl Relay {
         (end, session.checks_passed >= 2)
     }
 
-    /// Publishes a fresh token to the health channel through the pool.
+    /// Publishes a fresh token to the health channel as a command.
     async fn start_check(&mut self, check: &mut Option<Check>) -> Result<(), Stop> {
         self.checks_sent += 1;
         let token = self.checks_sent.to_string();

@@ -28,7 +28,10 @@ use crate::error::Error;
 ///
 /// It reads and checks everything before its first write: Redis does not
 /// roll a script back when a command fails halfway, so an error must happen
-/// before anything changed.
+/// before anything changed. The last check is the first write: XADD with
+/// the explicit id refuses an id at or below the stream's newest, which
+/// catches a stream ahead of its meta without reading the stream first.
+/// Six commands per publish: HMGET, XADD, HSET, two PEXPIREs, PUBLISH.
 ///
 /// KEYS: meta, stream. ARGV: epoch candidate (used only when the topic has
 /// no epoch yet; base-36 text because Lua numbers are doubles), event type,
@@ -36,8 +39,10 @@ use crate::error::Error;
 /// Returns `{epoch, offset}` as text for the same reason.
 pub(crate) const PUBLISH_SCRIPT: &str = r#"
 local meta, stream = KEYS[1], KEYS[2]
-local epoch = redis.call('HGET', meta, 'epoch')
+local state = redis.call('HMGET', meta, 'epoch', 'offset')
+local epoch, offset = state[1], state[2]
 local fresh = not epoch
+local next_offset = 1
 if fresh then
   -- No epoch: a new topic, or its meta key expired or was evicted on its
   -- own. Whatever the stream still holds belongs to an epoch no reader can
@@ -50,7 +55,6 @@ else
       or (#epoch == 13 and epoch > '3w5e11264sgsf') then
     return redis.error_reply('CORRUPT ' .. meta .. ' has an unreadable epoch')
   end
-  local offset = redis.call('HGET', meta, 'offset')
   if offset and not string.find(offset, '^%d+$') then
     return redis.error_reply('CORRUPT ' .. meta .. ' has an unreadable offset')
   end
@@ -58,22 +62,25 @@ else
   if offset and #offset > 15 then
     return redis.error_reply('CORRUPT ' .. meta .. ' offset is out of range')
   end
-  local next_offset = (tonumber(offset) or 0) + 1
-  -- The new entry id must be above the stream's newest one; if it is not,
-  -- meta and stream disagree and publishing would corrupt history further.
-  local top = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
-  if #top > 0 then
-    local top_offset = tonumber(string.match(top[1][1], '^(%d+)-'))
-    if top_offset == nil or top_offset >= next_offset then
-      return redis.error_reply('CORRUPT ' .. stream .. ' is ahead of ' .. meta)
-    end
+  next_offset = (tonumber(offset) or 0) + 1
+end
+offset = string.format('%d', next_offset)
+-- The first write. XADD itself refuses an id at or below the stream's
+-- newest entry, which happens only when meta and stream disagree: then
+-- nothing has been written and publishing must not go on.
+local added = redis.pcall('XADD', stream, 'MAXLEN', '~', ARGV[4], offset .. '-0',
+  'type', ARGV[2], 'data', ARGV[3])
+if type(added) == 'table' and added.err then
+  if string.find(added.err, 'equal or smaller', 1, true) then
+    return redis.error_reply('CORRUPT ' .. stream .. ' is ahead of ' .. meta)
   end
+  return added
 end
 if fresh then
-  redis.call('HSETNX', meta, 'epoch', epoch)
+  redis.call('HSET', meta, 'epoch', epoch, 'offset', offset)
+else
+  redis.call('HSET', meta, 'offset', offset)
 end
-local offset = string.format('%d', redis.call('HINCRBY', meta, 'offset', 1))
-redis.call('XADD', stream, 'MAXLEN', '~', ARGV[4], offset .. '-0', 'type', ARGV[2], 'data', ARGV[3])
 if tonumber(ARGV[5]) > 0 then
   redis.call('PEXPIRE', meta, ARGV[5])
   redis.call('PEXPIRE', stream, ARGV[5])

@@ -1,15 +1,32 @@
-//! Commands through the connection pool: publish, head, replay, health.
+//! Commands on shared multiplexed connections: publish, head, replay,
+//! health.
 //!
-//! Every operation, from waiting for a pooled connection to the last reply,
-//! runs under one deadline ([`RedisConfig::operation_timeout`]), so a caller
-//! (an HTTP request) is answered within a known bound even when Redis hangs.
+//! Each thread that sends commands keeps one multiplexed connection per
+//! store, opened on first use and replaced after a connection-level error.
+//! Concurrent commands from one thread are pipelined on it, and the
+//! connection's driver runs on the runtime of the thread that opened it: an
+//! actix worker's command and its reply never cross threads.
+//!
+//! Every operation, from opening the connection (or waiting for another
+//! caller to open it) to the last reply, runs under one deadline
+//! ([`RedisConfig::operation_timeout`]), so a caller (an HTTP request) is
+//! answered within a known bound even when Redis hangs.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use ::redis::{RedisError, RedisResult, Value};
-use deadpool_redis::{Manager, Pool, PoolError, Runtime};
+use ::redis::aio::MultiplexedConnection;
+use ::redis::{
+    AsyncConnectionConfig, Client, ConnectionAddr, ConnectionInfo, ErrorKind, RedisError,
+    RedisResult, Value,
+};
+use futures_util::FutureExt as _;
+use futures_util::future::{BoxFuture, Shared};
 use shared_types::{Epoch, Event, Position};
+use std::sync::atomic::AtomicBool;
 
 use super::RedisConfig;
 use super::schema::{self, Entry, Keys};
@@ -23,10 +40,90 @@ use crate::stats::Counters;
 /// replies bounded whatever the stream holds.
 const REPLAY_SLACK: usize = 256;
 
+/// Tells stores apart in the per-thread connection table.
+static NEXT_STORE_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Tells connections apart, so a failed one is replaced only once.
+static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Opening a connection, shared by every caller on the thread that waits
+/// for it. The error is text: [`RedisError`] is not `Clone`.
+type Opening = Shared<BoxFuture<'static, Result<Connection, String>>>;
+
+/// A thread's connection for one store.
+#[derive(Clone)]
+enum Slot {
+    Open { id: u64, connection: Connection },
+    Opening { id: u64, future: Opening },
+}
+
+/// A multiplexed connection and whether its driver has stopped.
+#[derive(Clone)]
+struct Connection {
+    commands: MultiplexedConnection,
+    /// Set when the driver task ends: the socket closed or failed. A
+    /// command sent now would fail without reaching Redis, so the caller
+    /// opens a new connection instead; after a Redis restart the first
+    /// publish succeeds rather than failing on the old socket.
+    closed: Arc<AtomicBool>,
+}
+
+impl Connection {
+    /// Connects and runs the handshake (AUTH, SELECT) under the caller's
+    /// deadline, then drives the connection on the current runtime.
+    async fn open(info: ConnectionInfo, config: AsyncConnectionConfig) -> RedisResult<Self> {
+        let (commands, driver) = match info.addr() {
+            ConnectionAddr::Tcp(host, port) => {
+                let stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
+                stream.set_nodelay(true)?;
+                let (commands, driver) =
+                    MultiplexedConnection::new_with_config(info.redis_settings(), stream, config)
+                        .await?;
+                (commands, driver.boxed())
+            }
+            #[cfg(unix)]
+            ConnectionAddr::Unix(path) => {
+                let stream = tokio::net::UnixStream::connect(path).await?;
+                let (commands, driver) =
+                    MultiplexedConnection::new_with_config(info.redis_settings(), stream, config)
+                        .await?;
+                (commands, driver.boxed())
+            }
+            other => {
+                return Err(RedisError::from((
+                    ErrorKind::InvalidClientConfig,
+                    "unsupported Redis address (use redis:// or unix://)",
+                    other.to_string(),
+                )));
+            }
+        };
+        let closed = Arc::new(AtomicBool::new(false));
+        let flag = closed.clone();
+        tokio::spawn(async move {
+            driver.await;
+            flag.store(true, Ordering::Release);
+        });
+        Ok(Self { commands, closed })
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}
+
+thread_local! {
+    /// Store id → this thread's connection. An entry of a dropped store
+    /// stays until its thread ends; its connection closes when the runtime
+    /// that drives it stops, or on its first failed command.
+    static CONNECTIONS: RefCell<HashMap<u64, Slot>> = RefCell::new(HashMap::new());
+}
+
 /// The stateless side of the engine, shared by the engine and its relay.
 pub(crate) struct Store {
-    /// Multiplexed connections for every command but SUBSCRIBE.
-    pool: Pool,
+    /// Key of this store's connections in each thread's table.
+    id: u64,
+    client: Client,
+    connection_config: AsyncConnectionConfig,
     pub(crate) keys: Keys,
     /// One value for the process: `invoke_async` sends EVALSHA with its
     /// hash and loads the script only when Redis answers NOSCRIPT.
@@ -44,7 +141,6 @@ impl std::fmt::Debug for Store {
         f.debug_struct("Store")
             .field("url", &self.url)
             .field("prefix", &self.keys)
-            .field("pool", &self.pool.status())
             .finish_non_exhaustive()
     }
 }
@@ -60,27 +156,17 @@ struct Snapshot {
 }
 
 impl Store {
-    /// Builds the pool; connects nothing yet.
+    /// Checks the URL; connects nothing yet.
     pub(crate) fn new(config: RedisConfig, url: String) -> Result<Self, Error> {
-        let connection = ::redis::AsyncConnectionConfig::new()
+        let client = Client::open(config.url.as_str())
+            .map_err(|e| Error::Unavailable(format!("invalid Redis URL {url}: {e}")))?;
+        let connection_config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))
             .set_response_timeout(Some(config.response_timeout));
-        let manager = Manager::new_with_config(config.url.as_str(), connection)
-            .map_err(|e| Error::Unavailable(format!("invalid Redis URL {url}: {e}")))?;
-        // Built in code rather than from deadpool's serde config: we want
-        // every timeout set, and all of them need the Tokio runtime.
-        let pool = Pool::builder(manager)
-            .max_size(config.pool_size.max(1))
-            .wait_timeout(Some(config.wait_timeout))
-            .create_timeout(Some(config.connect_timeout))
-            .recycle_timeout(Some(config.response_timeout))
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(|e| {
-                Error::Unavailable(format!("cannot build the Redis pool for {url}: {e}"))
-            })?;
         Ok(Self {
-            pool,
+            id: NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed),
+            client,
+            connection_config,
             keys: Keys::new(&config.key_prefix),
             script: ::redis::Script::new(schema::PUBLISH_SCRIPT),
             config,
@@ -89,21 +175,103 @@ impl Store {
         })
     }
 
-    /// Runs `command` on a pooled connection within the operation deadline.
+    /// This thread's connection, opening it if there is none or if the one
+    /// it had has closed. Callers on the same thread that arrive while it
+    /// opens wait for the same attempt.
+    async fn connection(&self) -> Result<(u64, MultiplexedConnection), Error> {
+        let slot = CONNECTIONS.with_borrow_mut(|table| {
+            if let Some(Slot::Open { connection, .. }) = table.get(&self.id)
+                && connection.is_closed()
+            {
+                table.remove(&self.id);
+            }
+            table
+                .entry(self.id)
+                .or_insert_with(|| {
+                    let info = self.client.get_connection_info().clone();
+                    let config = self.connection_config.clone();
+                    let future = async move {
+                        Connection::open(info, config)
+                            .await
+                            .map_err(|e| e.to_string())
+                    }
+                    .boxed()
+                    .shared();
+                    Slot::Opening {
+                        id: NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed),
+                        future,
+                    }
+                })
+                .clone()
+        });
+        match slot {
+            Slot::Open { id, connection } => Ok((id, connection.commands)),
+            Slot::Opening { id, future } => match future.await {
+                Ok(connection) => {
+                    // Whoever gets here first (on this thread) files it.
+                    CONNECTIONS.with_borrow_mut(|table| {
+                        if let Some(slot) = table.get_mut(&self.id)
+                            && matches!(slot, Slot::Opening { id: current, .. } if *current == id)
+                        {
+                            *slot = Slot::Open {
+                                id,
+                                connection: connection.clone(),
+                            };
+                        }
+                    });
+                    Ok((id, connection.commands))
+                }
+                Err(why) => {
+                    self.discard(id);
+                    Err(Error::Unavailable(why))
+                }
+            },
+        }
+    }
+
+    /// Forgets connection `id` on this thread, if it is still the current
+    /// one, so the next command opens a new one.
+    fn discard(&self, id: u64) {
+        CONNECTIONS.with_borrow_mut(|table| {
+            let current = match table.get(&self.id) {
+                Some(Slot::Open { id, .. } | Slot::Opening { id, .. }) => *id,
+                None => return,
+            };
+            if current == id {
+                table.remove(&self.id);
+            }
+        });
+    }
+
+    /// Runs `command` on this thread's connection within the operation
+    /// deadline. A connection that timed out or failed below the level of
+    /// a Redis error reply is replaced: after a restart, a network fault or
+    /// a hang, the next command starts from a fresh connection.
     async fn run<T>(
         &self,
-        command: impl AsyncFnOnce(&mut deadpool_redis::Connection) -> RedisResult<T>,
+        command: impl AsyncFnOnce(&mut MultiplexedConnection) -> RedisResult<T>,
     ) -> Result<T, Error> {
         let bound = self.config.operation_timeout();
+        let mut used = None;
         let work = async {
-            let mut connection = self.pool.get().await.map_err(|e| pool_error(e, bound))?;
-            command(&mut connection)
-                .await
-                .map_err(|e| redis_error(e, bound))
+            let (id, mut connection) = self.connection().await?;
+            used = Some(id);
+            command(&mut connection).await.map_err(|e| {
+                if !is_reply_error(&e) {
+                    self.discard(id);
+                }
+                redis_error(e, bound)
+            })
         };
-        tokio::time::timeout(bound, work)
-            .await
-            .unwrap_or(Err(Error::Timeout(bound)))
+        match tokio::time::timeout(bound, work).await {
+            Ok(result) => result,
+            Err(_) => {
+                if let Some(id) = used {
+                    self.discard(id);
+                }
+                Err(Error::Timeout(bound))
+            }
+        }
     }
 
     /// PING, to check that commands get through.
@@ -303,6 +471,15 @@ fn contiguous(
     Ok(events)
 }
 
+/// An error Redis answered (the connection is fine), as opposed to a
+/// failure of the connection itself.
+fn is_reply_error(error: &RedisError) -> bool {
+    matches!(
+        error.kind(),
+        ErrorKind::Server(_) | ErrorKind::Extension | ErrorKind::UnexpectedReturnType
+    )
+}
+
 /// Sorts a Redis error into the bus's three kinds.
 pub(crate) fn redis_error(error: RedisError, bound: Duration) -> Error {
     if error.is_timeout() {
@@ -317,20 +494,12 @@ pub(crate) fn redis_error(error: RedisError, bound: Duration) -> Error {
         || text.contains("CORRUPT")
         || matches!(
             error.kind(),
-            ::redis::ErrorKind::UnexpectedReturnType | ::redis::ErrorKind::Parse
+            ErrorKind::UnexpectedReturnType | ErrorKind::Parse
         );
     if data_problem {
         Error::Corrupt(text)
     } else {
         Error::Unavailable(text)
-    }
-}
-
-fn pool_error(error: PoolError, bound: Duration) -> Error {
-    match error {
-        PoolError::Timeout(_) => Error::Timeout(bound),
-        PoolError::Backend(error) => redis_error(error, bound),
-        other => Error::Unavailable(other.to_string()),
     }
 }
 

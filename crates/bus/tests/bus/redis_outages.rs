@@ -120,6 +120,31 @@ async fn redis_killed_and_restarted_fails_publishes_fast_then_recovers_in_a_new_
 }
 
 #[tokio::test]
+async fn after_a_redis_restart_the_first_command_on_each_connection_succeeds() {
+    let mut server = RedisServer::start();
+    let config = redis_config(&server);
+    let ingest = publisher(config.clone()).await;
+    let gateway = subscriber(config).await;
+    ingest.publish("t", "message", "before").await.unwrap();
+    gateway.head("t").await.unwrap();
+
+    // Both processes' command connections see the socket close; nothing
+    // is sent on them while Redis is away.
+    server.kill();
+    server.restart();
+    assert!(server.answers(Duration::from_secs(5)));
+    // kill() and restart() block this test's only thread; in a server the
+    // runtime keeps running and sees the close at once. Let it run.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // No retry here: a closed connection is replaced before a command is
+    // written to it, so neither a publish nor a read fails on it.
+    let after = ingest.publish("t", "message", "after").await.unwrap();
+    assert_eq!(after.offset, 1);
+    assert_eq!(gateway.head("t").await.unwrap(), after);
+}
+
+#[tokio::test]
 async fn killed_pubsub_connections_lose_and_duplicate_nothing() {
     let server = RedisServer::start();
     let config = redis_config(&server);
