@@ -85,6 +85,20 @@ impl Bus {
         }
     }
 
+    /// A live feed of `topic` for a reader with no cursor, and the position
+    /// it starts after: every event after that position arrives on the
+    /// feed, so no replay is needed. Where this process already follows the
+    /// topic, the position is the last event the feed carried and nothing
+    /// is read from the engine; otherwise it is the head read just after
+    /// subscribing (events published in between arrive on the feed and are
+    /// at or below it).
+    pub async fn subscribe_at_head(&self, topic: &str) -> Result<(Subscription, Position), Error> {
+        match self {
+            Bus::Memory(engine) => Ok(engine.subscribe_at_head(topic)),
+            Bus::Redis(engine) => engine.subscribe_at_head(topic).await,
+        }
+    }
+
     /// The retained events of `topic` after `after`, or the oldest ones with
     /// a [`ResetReason`] when `after` is no longer covered by history.
     pub async fn replay(&self, topic: &str, after: Position) -> Result<Replay, Error> {

@@ -184,6 +184,18 @@ impl MemoryEngine {
         })
     }
 
+    /// A live feed of `topic` and the head it starts after, read together.
+    pub fn subscribe_at_head(&self, topic: &str) -> (Subscription, Position) {
+        self.with_topic(topic, |topic| {
+            let head = if topic.epoch.is_none() {
+                Position::START
+            } else {
+                Position::new(topic.epoch, topic.head)
+            };
+            (Subscription::new(topic.sender.subscribe(), None), head)
+        })
+    }
+
     pub fn replay(&self, topic: &str, after: Position) -> Replay {
         self.with_topic(topic, |topic| {
             let plan = replay::plan(after, topic.bounds());

@@ -25,6 +25,9 @@ pub struct BusStats {
     pub duplicates_dropped: u64,
     /// Live messages or history entries that could not be decoded.
     pub corrupt_messages: u64,
+    /// Fresh subscribers whose starting position came from the live feed
+    /// in this process rather than from a head read in Redis.
+    pub local_heads: u64,
 }
 
 /// The live counters behind [`BusStats`].
@@ -36,6 +39,7 @@ pub(crate) struct Counters {
     pub(crate) replayed_events: AtomicU64,
     pub(crate) duplicates_dropped: AtomicU64,
     pub(crate) corrupt_messages: AtomicU64,
+    pub(crate) local_heads: AtomicU64,
 }
 
 impl Counters {
@@ -54,6 +58,7 @@ impl Counters {
             replayed_events: read(&self.replayed_events),
             duplicates_dropped: read(&self.duplicates_dropped),
             corrupt_messages: read(&self.corrupt_messages),
+            local_heads: read(&self.local_heads),
         }
     }
 }

@@ -172,6 +172,11 @@ impl Metrics {
                 stats.refilled_events,
             ),
             (
+                "es_bus_local_heads",
+                "Fresh streams started from the live feed without reading Redis",
+                stats.local_heads,
+            ),
+            (
                 "es_bus_duplicates_dropped",
                 "Duplicate live events dropped by the bus",
                 stats.duplicates_dropped,

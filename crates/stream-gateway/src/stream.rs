@@ -136,8 +136,8 @@ enum Accepted {
 }
 
 impl EventStream {
-    /// Subscribes to `topics` and prepares the replay from `cursor` (or,
-    /// for a fresh client, from each topic's head when it connected).
+    /// Subscribes to `topics` and, for a client with a `cursor`, writes the
+    /// replay from it; a fresh client starts at each topic's head.
     pub async fn open(
         bus: Bus,
         topics: &[String],
@@ -147,25 +147,30 @@ impl EventStream {
         metrics: Metrics,
         permit: Permit,
     ) -> Result<Self, bus::Error> {
-        let positions = match cursor {
-            Some(cursor) => cursor.0,
-            None => {
-                // Read heads before subscribing: the replay after them then
-                // covers any event published in between.
-                let mut heads = Vec::with_capacity(topics.len());
-                for topic in topics {
-                    heads.push(bus.head(topic).await?);
-                }
-                heads
-            }
-        };
         let mut feeds = Vec::with_capacity(topics.len());
-        for (topic, position) in topics.iter().zip(positions) {
-            feeds.push(Feed {
-                topic: Arc::from(topic.as_str()),
-                live: bus.subscribe(topic).await?,
-                position,
-            });
+        // Only a resuming client needs history; a fresh one starts where
+        // its subscription does, which the bus reports with it.
+        let resuming = cursor.is_some();
+        match cursor {
+            Some(cursor) => {
+                for (topic, position) in topics.iter().zip(cursor.0) {
+                    feeds.push(Feed {
+                        topic: Arc::from(topic.as_str()),
+                        live: bus.subscribe(topic).await?,
+                        position,
+                    });
+                }
+            }
+            None => {
+                for topic in topics {
+                    let (live, position) = bus.subscribe_at_head(topic).await?;
+                    feeds.push(Feed {
+                        topic: Arc::from(topic.as_str()),
+                        live,
+                        position,
+                    });
+                }
+            }
         }
         let now = Instant::now();
         let mut stream = Self {
@@ -187,12 +192,14 @@ impl EventStream {
             unreported: 0,
         };
         stream.push(sse_retry(stream.config.retry.as_millis() as u64));
-        for index in 0..stream.feeds.len() {
-            let replay = stream
-                .bus
-                .replay(&stream.feeds[index].topic, stream.feeds[index].position)
-                .await?;
-            stream.apply_replay(index, replay);
+        if resuming {
+            for index in 0..stream.feeds.len() {
+                let replay = stream
+                    .bus
+                    .replay(&stream.feeds[index].topic, stream.feeds[index].position)
+                    .await?;
+                stream.apply_replay(index, replay);
+            }
         }
         stream.metrics.connections().inc();
         Ok(stream)

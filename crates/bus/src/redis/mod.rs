@@ -174,12 +174,28 @@ impl RedisEngine {
     /// retries); subscriptions opened before an outage stay open and are
     /// refilled from history when the relay reconnects.
     pub async fn subscribe(&self, topic: &str) -> Result<Subscription, Error> {
-        match &self.hub {
-            Some(hub) => hub.subscribe(topic).await,
-            None => Err(Error::Unavailable(
+        Ok(self.hub()?.subscribe(topic).await?.0)
+    }
+
+    /// See [`Bus::subscribe_at_head`](crate::Bus::subscribe_at_head).
+    pub async fn subscribe_at_head(&self, topic: &str) -> Result<(Subscription, Position), Error> {
+        let (subscription, last) = self.hub()?.subscribe(topic).await?;
+        let head = match last {
+            Some(last) => {
+                Counters::add(&self.store.counters.local_heads, 1);
+                last
+            }
+            None => self.store.head(topic).await?,
+        };
+        Ok((subscription, head))
+    }
+
+    fn hub(&self) -> Result<&Arc<Hub>, Error> {
+        self.hub.as_ref().ok_or_else(|| {
+            Error::Unavailable(
                 "this bus was started in the publisher role and cannot subscribe".to_owned(),
-            )),
-        }
+            )
+        })
     }
 
     pub async fn replay(&self, topic: &str, after: Position) -> Result<Replay, Error> {

@@ -124,13 +124,20 @@ impl Hub {
     /// While the pub/sub connection is down this fails at once rather than
     /// waiting: the caller (the gateway) answers 503 and the client retries,
     /// which beats holding requests open for an outage of unknown length.
-    pub(crate) async fn subscribe(self: &Arc<Self>, topic: &str) -> Result<Subscription, Error> {
+    ///
+    /// Also returns the feed's last delivered position when the feed was
+    /// already active: the subscription then carries exactly the events
+    /// after it.
+    pub(crate) async fn subscribe(
+        self: &Arc<Self>,
+        topic: &str,
+    ) -> Result<(Subscription, Option<Position>), Error> {
         if !self.connected.load(Ordering::Acquire) {
             return Err(Error::Unavailable(
                 "Redis pub/sub connection is down; reconnecting".into(),
             ));
         }
-        let (subscription, mut active, created) = {
+        let (subscription, mut active, created, last) = {
             let mut feeds = self.lock();
             let created = !feeds.contains_key(topic);
             if created {
@@ -158,15 +165,19 @@ impl Hub {
             let release = Box::new(move || release(&hub, &release_topic, generation));
             let subscription = Subscription::new(receiver, Some(release));
             let active = feed.active.subscribe();
+            // An active feed's `last` is the newest event its sender has
+            // carried, read under the same lock as the receiver was made:
+            // this receiver gets exactly the events after it.
+            let last = if *active.borrow() { feed.last } else { None };
             if created {
                 let _ = self.reconcile.send(topic);
             }
-            (subscription, active, created)
+            (subscription, active, created, last)
         };
         debug!(%topic, created, "waiting for the relay to confirm a subscription");
         // Dropping `subscription` on any error below releases it again.
         match tokio::time::timeout(self.confirm_timeout, active.wait_for(|active| *active)).await {
-            Ok(Ok(_)) => Ok(subscription),
+            Ok(Ok(_)) => Ok((subscription, last)),
             Ok(Err(_)) => Err(Error::Unavailable(
                 "the bus shut down before the subscription was confirmed".into(),
             )),

@@ -40,6 +40,7 @@ for_each_engine!(
     a_subscriber_that_falls_behind_its_queue_is_told_it_lagged,
     a_subscriber_dropped_and_replaced_keeps_receiving,
     event_data_survives_any_content,
+    fresh_subscribers_start_at_the_head_and_miss_nothing_after_it,
 );
 
 async fn publish_assigns_contiguous_offsets_and_moves_the_head(kind: Kind) {
@@ -339,4 +340,60 @@ async fn event_data_survives_any_content(kind: Kind) {
         .map(|event| event.data.as_str())
         .collect();
     assert_eq!(replayed, awkward);
+}
+
+async fn fresh_subscribers_start_at_the_head_and_miss_nothing_after_it(kind: Kind) {
+    let engine = kind.start(Sizes::default()).await;
+    for i in 0..3 {
+        engine
+            .publisher
+            .publish("t", "message", &i.to_string())
+            .await
+            .unwrap();
+    }
+    let (first, start) = engine.bus.subscribe_at_head("t").await.unwrap();
+    assert_eq!(start, engine.bus.head("t").await.unwrap());
+    assert_eq!(start.offset, 3);
+
+    // Subscribers join while events are being published: each must get
+    // exactly the events after the position it was given, none twice.
+    const EVENTS: u64 = 200;
+    let publisher = engine.publisher.clone();
+    let publishing = tokio::spawn(async move {
+        for i in 0..EVENTS {
+            publisher
+                .publish("t", "message", &i.to_string())
+                .await
+                .unwrap();
+            tokio::task::yield_now().await;
+        }
+    });
+    let mut joined = vec![(first, start)];
+    for _ in 0..20 {
+        joined.push(engine.bus.subscribe_at_head("t").await.unwrap());
+        for _ in 0..5 {
+            tokio::task::yield_now().await;
+        }
+    }
+    publishing.await.unwrap();
+    let starts: std::collections::BTreeSet<u64> = joined.iter().map(|(_, s)| s.offset).collect();
+    assert!(
+        starts.len() > 5,
+        "subscribers joined mid-stream: {starts:?}"
+    );
+    let last = 3 + EVENTS;
+    for (mut subscription, start) in joined {
+        assert_eq!(start.epoch, engine.bus.head("t").await.unwrap().epoch);
+        let mut expected = start.offset + 1;
+        while expected <= last {
+            let event = next_event(&mut subscription).await;
+            assert_eq!(event.position.offset, expected, "subscriber from {start:?}");
+            expected += 1;
+        }
+        assert!(subscription.try_recv().is_none());
+    }
+    if let Kind::Redis = kind {
+        // The topic was live in this process: no head was read from Redis.
+        assert!(engine.bus.stats().local_heads >= 20);
+    }
 }
