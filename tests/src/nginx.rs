@@ -34,15 +34,34 @@ impl Nginx {
     /// Starts nginx in front of `ingest` and `gateways` (host:port each) and
     /// waits until its own /healthz answers.
     pub async fn start(ingest: &[String], gateways: &[String]) -> Self {
+        Self::launch(ingest, gateways, None).await
+    }
+
+    /// The same with one worker process instead of one per core. nginx keeps
+    /// what it learns about an upstream (failures, open connections) per
+    /// worker, and a new client connection may land on any worker: with one,
+    /// every request of a test meets the same memory.
+    pub async fn start_one_worker(ingest: &[String], gateways: &[String]) -> Self {
+        Self::launch(ingest, gateways, Some(1)).await
+    }
+
+    async fn launch(ingest: &[String], gateways: &[String], workers: Option<usize>) -> Self {
         let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/nginx");
         let port = free_port();
         let prefix = std::env::temp_dir().join(format!("es-nginx-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&prefix).expect("creating the nginx prefix");
-        std::fs::copy(deploy.join("nginx.conf"), prefix.join("nginx.conf"))
-            .expect("copying nginx.conf");
+        let mut conf =
+            std::fs::read_to_string(deploy.join("nginx.conf")).expect("reading nginx.conf");
+        if let Some(workers) = workers {
+            let auto = "worker_processes auto;";
+            assert!(conf.contains(auto), "nginx.conf no longer says {auto:?}");
+            conf = conf.replace(auto, &format!("worker_processes {workers};"));
+        }
+        std::fs::write(prefix.join("nginx.conf"), conf).expect("writing nginx.conf");
+        // As deploy/nginx/listen.conf, on loopback and a free port.
         std::fs::write(
             prefix.join("listen.conf"),
-            format!("listen 127.0.0.1:{port};\n"),
+            format!("listen 127.0.0.1:{port} backlog=4096 reuseport;\n"),
         )
         .expect("writing listen.conf");
         let mut make = Command::new(deploy.join("make-upstreams"));

@@ -19,14 +19,29 @@ async fn front_door(gateways: usize) -> (Cluster, Nginx) {
     let cluster = Cluster::start(gateways, &[]).await;
     let nginx = Nginx::start(
         &[address(&cluster.ingest.url())],
-        &cluster
-            .gateway_urls()
-            .iter()
-            .map(|u| address(u))
-            .collect::<Vec<_>>(),
+        &gateway_addresses(&cluster),
     )
     .await;
     (cluster, nginx)
+}
+
+fn gateway_addresses(cluster: &Cluster) -> Vec<String> {
+    cluster.gateway_urls().iter().map(|u| address(u)).collect()
+}
+
+/// The `es_stream_connections` gauge of a gateway's /metrics.
+async fn open_streams(client: &reqwest::Client, gateway: &str) -> Option<u64> {
+    let text = client
+        .get(format!("{gateway}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("es_stream_connections "))
+        .and_then(|value| value.trim().parse().ok())
 }
 
 #[tokio::test]
@@ -257,4 +272,76 @@ async fn a_rolling_restart_of_every_gateway_loses_nothing_for_resuming_clients()
         "no subscriber was ever moved: the restarts did not reach them"
     );
     drop(nginx);
+}
+
+#[tokio::test]
+async fn a_gateway_answering_503_does_not_keep_the_front_door_from_the_others() {
+    // Each gateway takes one stream; past that it answers 503 "too many open
+    // streams". One nginx worker, so every request below meets the failure
+    // memory the previous ones left (nginx keeps it per worker).
+    let cluster = Cluster::start(2, &[("ES__STREAM__MAX_STREAMS", "1")]).await;
+    let nginx = Nginx::start_one_worker(
+        &[address(&cluster.ingest.url())],
+        &gateway_addresses(&cluster),
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let [first, second] = [0, 1].map(|i| cluster.gateways[i].url());
+    let mut held = Vec::new();
+    for gateway in [&first, &second] {
+        // Straight to the gateway, so nginx has no connection of its own to
+        // either and least_conn tries both.
+        let stream = client
+            .get(format!("{gateway}/event-stream"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(stream.status(), 200);
+        held.push(stream);
+    }
+
+    // Both full: nginx tries one, then the other, and passes the last 503 on,
+    // again and again. Counting each 503 as a failure with max_fails=1, the
+    // first request marked one gateway down and the second the other, and
+    // from then on nginx answered its own 502 "no live upstreams".
+    for attempt in 0..3 {
+        let refused = client
+            .get(format!("{}/event-stream", nginx.url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 503, "attempt {attempt}");
+        assert_eq!(refused.headers()["retry-after"], "1");
+        let body: serde_json::Value = refused.json().await.unwrap();
+        assert_eq!(
+            body["message"], "too many open streams on this server; retry later",
+            "attempt {attempt}: the gateway's own answer, not nginx's"
+        );
+    }
+
+    // The second gateway gets its slot back.
+    drop(held.pop());
+    let freed = wait_until(PATIENCE, || async {
+        open_streams(&client, &second).await == Some(0)
+    })
+    .await;
+    assert!(freed, "the second gateway never closed the dropped stream");
+
+    // The very next stream gets it, not a 502 for the rest of a
+    // fail_timeout.
+    let stream = client
+        .get(format!("{}/event-stream", nginx.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        stream.status(),
+        200,
+        "{}; nginx log:\n{}",
+        stream.status(),
+        nginx.log()
+    );
+    assert_eq!(open_streams(&client, &second).await, Some(1));
+    assert_eq!(open_streams(&client, &first).await, Some(1));
+    drop(held);
 }

@@ -5,17 +5,18 @@
 //! `RefCell`s, and they share one read buffer: a task only borrows it
 //! between `readable()` and the end of parsing, never across an await.
 //! Per connection that leaves the socket, the chunked decoder, the SSE
-//! parser's line buffer and the tracker, which is what lets one process
-//! hold tens of thousands of subscribers without loading the machine more
-//! than the server it measures.
+//! parser's buffers (the line and the event being read) and the tracker,
+//! which is what lets one process hold tens of thousands of subscribers
+//! without loading the machine more than the server it measures. Events
+//! are counted as the parser finds them, borrowed from its buffers.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, RefCell, RefMut};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use sse_reader::{Item, Parser};
+use sse_reader::{ItemRef, Parser};
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -68,7 +69,6 @@ struct Subscriber {
 struct Shard {
     subscribers: RefCell<Vec<Subscriber>>,
     buffer: RefCell<Vec<u8>>,
-    items: RefCell<Vec<Item>>,
     phase: Cell<u32>,
     stats: RefCell<PhaseStats>,
     connected: Cell<u64>,
@@ -127,7 +127,6 @@ async fn serve(
                 .collect(),
         ),
         buffer: RefCell::new(vec![0; READ_BUFFER]),
-        items: RefCell::new(Vec::new()),
         phase: Cell::new(0),
         stats: RefCell::new(PhaseStats::default()),
         connected: Cell::new(0),
@@ -369,55 +368,73 @@ fn consume(
             false => consume(shard, index, reader, rest),
         };
     }
-    let mut items = shard.items.borrow_mut();
-    items.clear();
+    // Events are counted as the parser finds them, borrowed from its
+    // buffers: nothing is allocated per event.
+    let mut delivery = Delivery::new(shard, index);
+    let mut on_item = |item: ItemRef<'_>| {
+        if let ItemRef::Event(event) = item {
+            delivery.event(event.data);
+        }
+    };
     let done = match reader.framing {
         Some(Framing::Chunked) => {
             let parser = &mut reader.parser;
             reader
                 .chunked
-                .decode(bytes, |piece| parser.feed_into(piece, &mut items))?
+                .decode(bytes, |piece| parser.feed_with(piece, &mut on_item))?
         }
         Some(Framing::Length(_)) => {
             let take = (reader.remaining.min(bytes.len() as u64)) as usize;
             bytes = &bytes[..take];
             reader.remaining -= take as u64;
-            reader.parser.feed_into(bytes, &mut items);
+            reader.parser.feed_with(bytes, &mut on_item);
             reader.remaining == 0
         }
         _ => {
-            reader.parser.feed_into(bytes, &mut items);
+            reader.parser.feed_with(bytes, &mut on_item);
             false
         }
     };
-    if !items.is_empty() {
-        deliver(shard, index, &items);
-    }
     Ok(!done)
 }
 
-fn deliver(shard: &Shard, index: usize, items: &[Item]) {
-    let now = payload::now_micros();
-    let phase = shard.phase.get();
-    let mut stats = shard.stats.borrow_mut();
-    let mut subscribers = shard.subscribers.borrow_mut();
-    let tracker = &mut subscribers[index].tracker;
-    let delivered_before = stats.deliveries;
-    for item in items {
-        let Item::Event(event) = item else { continue };
-        let Some(stamp) = payload::decode(&event.data) else {
+/// The bookkeeping of the events one read brought to one subscriber.
+struct Delivery<'a> {
+    stats: RefMut<'a, PhaseStats>,
+    subscribers: RefMut<'a, Vec<Subscriber>>,
+    index: usize,
+    phase: u32,
+    /// The receive time of every event of this read, taken at the first.
+    now: Option<u64>,
+}
+
+impl<'a> Delivery<'a> {
+    fn new(shard: &'a Shard, index: usize) -> Self {
+        Self {
+            stats: shard.stats.borrow_mut(),
+            subscribers: shard.subscribers.borrow_mut(),
+            index,
+            phase: shard.phase.get(),
+            now: None,
+        }
+    }
+
+    fn event(&mut self, data: &str) {
+        let now = *self.now.get_or_insert_with(payload::now_micros);
+        let stats = &mut *self.stats;
+        let Some(stamp) = payload::decode(data) else {
             stats.foreign += 1;
-            continue;
+            return;
         };
-        if stamp.phase != phase {
+        if stamp.phase != self.phase {
             stats.late += 1;
-            continue;
+            return;
         }
         stats.deliveries += 1;
         stats.latency.record(now.saturating_sub(stamp.sent_micros));
-        tracker.record(stamp.publisher, stamp.seq);
-    }
-    if stats.deliveries > delivered_before {
         stats.last_delivery_micros = now;
+        self.subscribers[self.index]
+            .tracker
+            .record(stamp.publisher, stamp.seq);
     }
 }

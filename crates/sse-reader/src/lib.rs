@@ -5,7 +5,8 @@
 //! WHATWG HTML spec ("Interpreting an event stream") prescribes rather than a
 //! lenient approximation that could hide framing bugs.
 //!
-//! * [`Parser`] is the dependency-free, incremental, sans-IO parser.
+//! * [`Parser`] is the dependency-free, incremental, sans-IO parser; it
+//!   returns owned [`Item`]s or lends [`ItemRef`]s to a callback.
 //! * [`SseStream`] wraps a [`reqwest::Response`] and feeds its body through a
 //!   [`Parser`], with timeout helpers so a missing event fails a test instead
 //!   of hanging it.
@@ -13,5 +14,5 @@
 mod parser;
 mod stream;
 
-pub use parser::{Event, Item, Parser};
+pub use parser::{Event, EventRef, Item, ItemRef, Parser};
 pub use stream::{Error, SseStream};

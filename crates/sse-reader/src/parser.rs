@@ -5,6 +5,12 @@
 //! It deliberately has no dependencies and does no IO, so the same code can be
 //! driven by the async test helper, a load generator, or plain byte slices in
 //! unit tests.
+//!
+//! Two ways to read what it finds: [`Parser::feed_with`] lends each item,
+//! borrowed from the parser's own buffers, to a callback, and copies nothing
+//! it does not have to (the load generator parses a million events a second
+//! this way); [`Parser::feed`] and [`Parser::feed_into`] return owned
+//! [`Item`]s, built from the same borrowed ones.
 
 /// The UTF-8 encoding of U+FEFF; the spec's UTF-8 decode drops it once at the
 /// very start of the stream.
@@ -42,6 +48,49 @@ pub enum Item {
     Retry(u64),
 }
 
+/// An [`Event`] borrowed from the parser: valid until the callback of
+/// [`Parser::feed_with`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventRef<'a> {
+    /// See [`Event::id`].
+    pub id: &'a str,
+    /// See [`Event::event`].
+    pub event: &'a str,
+    /// See [`Event::data`].
+    pub data: &'a str,
+}
+
+/// An [`Item`] borrowed from the parser or from the bytes being fed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemRef<'a> {
+    /// See [`Item::Event`].
+    Event(EventRef<'a>),
+    /// See [`Item::Comment`].
+    Comment(&'a str),
+    /// See [`Item::Retry`].
+    Retry(u64),
+}
+
+impl From<EventRef<'_>> for Event {
+    fn from(event: EventRef<'_>) -> Self {
+        Self {
+            id: event.id.to_owned(),
+            event: event.event.to_owned(),
+            data: event.data.to_owned(),
+        }
+    }
+}
+
+impl From<ItemRef<'_>> for Item {
+    fn from(item: ItemRef<'_>) -> Self {
+        match item {
+            ItemRef::Event(event) => Item::Event(event.into()),
+            ItemRef::Comment(text) => Item::Comment(text.to_owned()),
+            ItemRef::Retry(ms) => Item::Retry(ms),
+        }
+    }
+}
+
 /// Incremental `text/event-stream` parser.
 ///
 /// Feed it body bytes as they arrive; chunk boundaries may fall anywhere,
@@ -57,6 +106,16 @@ pub enum Item {
 /// waiting to see whether the LF follows, but an event terminated by CRs at
 /// the end of a chunk is dispatched without waiting for more bytes, which is
 /// how browsers behave too.
+///
+/// # Bytes, then text
+///
+/// Lines are taken apart as bytes and only the values that are handed out
+/// are decoded, which is what decoding the whole stream first would give:
+/// CR, LF, `:` and space are ASCII, so they are never part of a multibyte
+/// sequence, a decoder always ends an incomplete sequence before them, and
+/// replacing invalid bytes never produces them. The `data` lines of an event
+/// are kept as bytes and decoded once, at dispatch; valid UTF-8 (the usual
+/// case) is lent as it is, without a copy.
 #[derive(Debug, Clone, Default)]
 pub struct Parser {
     /// Bytes of the current, not yet terminated line. Kept as bytes so a
@@ -70,8 +129,8 @@ pub struct Parser {
     /// How many BOM bytes have been matched so far while the check is open;
     /// needed because the BOM itself can be split across chunks.
     bom_matched: usize,
-    /// The spec's "data buffer".
-    data: String,
+    /// The spec's "data buffer", undecoded: each `data` value and an LF.
+    data: Vec<u8>,
     /// The spec's "event type buffer".
     event_type: String,
     /// The spec's "last event ID buffer", set by `id` fields.
@@ -79,6 +138,9 @@ pub struct Parser {
     /// The spec's per-source "last event ID string", copied from the buffer
     /// at each dispatch.
     last_event_id: String,
+    /// Where text with invalid UTF-8 is decoded (U+FFFD for each bad
+    /// sequence) before it is lent out; unused while the input is valid.
+    replaced: String,
 }
 
 impl Parser {
@@ -97,11 +159,19 @@ impl Parser {
         out
     }
 
-    /// Parses `chunk` and appends the items it completed to `out`.
-    ///
-    /// Lets hot loops (the load generator) reuse one allocation across
-    /// chunks.
+    /// Parses `chunk` and appends the items it completed to `out`, as owned
+    /// copies of what [`Parser::feed_with`] lends.
     pub fn feed_into(&mut self, chunk: &[u8], out: &mut Vec<Item>) {
+        self.feed_with(chunk, |item| out.push(item.into()));
+    }
+
+    /// Parses `chunk` and calls `on_item` with each item it completes, in
+    /// stream order.
+    ///
+    /// What `on_item` gets borrows the parser's buffers (or `chunk`), so the
+    /// hot loop of a client allocates nothing per event: copy what must
+    /// outlive the call.
+    pub fn feed_with(&mut self, chunk: &[u8], mut on_item: impl FnMut(ItemRef<'_>)) {
         let mut rest = self.strip_bom(chunk);
 
         while !rest.is_empty() {
@@ -113,16 +183,16 @@ impl Parser {
                 }
             }
 
-            match rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+            match find_line_end(rest) {
                 Some(end) => {
                     self.after_cr = rest[end] == b'\r';
                     if self.line.is_empty() {
                         // Whole line inside this chunk: skip the copy.
-                        self.process_line(&rest[..end], out);
+                        self.process_line(&rest[..end], &mut on_item);
                     } else {
                         self.line.extend_from_slice(&rest[..end]);
                         let line = std::mem::take(&mut self.line);
-                        self.process_line(&line, out);
+                        self.process_line(&line, &mut on_item);
                         // Hand the allocation back for the next line.
                         self.line = line;
                         self.line.clear();
@@ -176,95 +246,141 @@ impl Parser {
     }
 
     /// Interprets one complete line (without its terminator).
-    fn process_line(&mut self, line: &[u8], out: &mut Vec<Item>) {
+    fn process_line(&mut self, line: &[u8], on_item: &mut impl FnMut(ItemRef<'_>)) {
         if line.is_empty() {
-            self.dispatch(out);
+            self.dispatch(on_item);
             return;
         }
 
-        // Decoding per line is equivalent to decoding the whole stream:
-        // CR and LF are ASCII, so a UTF-8 decoder always ends any incomplete
-        // sequence before them, and `from_utf8_lossy` replaces maximal
-        // subparts exactly like the WHATWG decoder.
-        let line = String::from_utf8_lossy(line);
-
-        if let Some(comment) = line.strip_prefix(':') {
-            out.push(Item::Comment(strip_one_space(comment).to_owned()));
+        if let Some(comment) = line.strip_prefix(b":") {
+            on_item(ItemRef::Comment(decode(
+                strip_one_space(comment),
+                &mut self.replaced,
+            )));
             return;
         }
 
-        let (name, value) = match line.split_once(':') {
-            Some((name, value)) => (name, strip_one_space(value)),
-            None => (line.as_ref(), ""),
+        let (name, value) = match line.iter().position(|&b| b == b':') {
+            Some(colon) => (&line[..colon], strip_one_space(&line[colon + 1..])),
+            None => (line, &b""[..]),
         };
-        self.process_field(name, value, out);
+        self.process_field(name, value, on_item);
     }
 
     /// Applies one field; names are case-sensitive and unknown ones ignored,
     /// as in the spec.
-    fn process_field(&mut self, name: &str, value: &str, out: &mut Vec<Item>) {
+    fn process_field(&mut self, name: &[u8], value: &[u8], on_item: &mut impl FnMut(ItemRef<'_>)) {
         match name {
-            "event" => {
+            b"event" => {
+                let value = decode(value, &mut self.replaced);
                 self.event_type.clear();
                 self.event_type.push_str(value);
             }
-            "data" => {
-                self.data.push_str(value);
-                self.data.push('\n');
+            b"data" => {
+                self.data.extend_from_slice(value);
+                self.data.push(b'\n');
             }
             // A NUL would make the header unsendable on reconnect, so the
             // spec ignores the whole field.
-            "id" if !value.contains('\0') => {
+            b"id" if !value.contains(&0) => {
+                let value = decode(value, &mut self.replaced);
                 self.id_buffer.clear();
                 self.id_buffer.push_str(value);
             }
             // The spec only accepts "only ASCII digits"; an empty value has no
             // integer to interpret, so it is ignored too.
-            "retry" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
-                out.push(Item::Retry(parse_saturating(value)));
+            b"retry" if !value.is_empty() && value.iter().all(u8::is_ascii_digit) => {
+                on_item(ItemRef::Retry(parse_saturating(value)));
             }
             _ => {}
         }
     }
 
     /// The spec's "dispatch the event" steps, run on every blank line.
-    fn dispatch(&mut self, out: &mut Vec<Item>) {
+    fn dispatch(&mut self, on_item: &mut impl FnMut(ItemRef<'_>)) {
         // Step 1 happens even when nothing is dispatched, so `id: x` followed
         // by a blank line updates the reconnection ID on its own.
         self.last_event_id.clone_from(&self.id_buffer);
 
-        if self.data.is_empty() {
-            self.event_type.clear();
-            return;
+        if !self.data.is_empty() {
+            // Every data line ended with an LF: drop the last one.
+            let data = decode(&self.data[..self.data.len() - 1], &mut self.replaced);
+            let event = match self.event_type.as_str() {
+                "" => "message",
+                event => event,
+            };
+            on_item(ItemRef::Event(EventRef {
+                id: &self.last_event_id,
+                event,
+                data,
+            }));
         }
+        self.data.clear();
+        self.event_type.clear();
+    }
+}
 
-        let mut data = std::mem::take(&mut self.data);
-        if data.ends_with('\n') {
-            data.pop();
+/// Position of the first CR or LF in `bytes`.
+///
+/// Eight bytes at a time: in a stream of ~100-byte events this search is
+/// most of the parser's work, and a byte-by-byte loop costs several times
+/// as much.
+fn find_line_end(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const LF: u64 = u64::from_ne_bytes([b'\n'; 8]);
+    const CR: u64 = u64::from_ne_bytes([b'\r'; 8]);
+    // Flags the high bit of each zero byte of `word`; bytes above the
+    // lowest zero byte may be flagged wrongly, the lowest never is.
+    fn zero_bytes(word: u64) -> u64 {
+        word.wrapping_sub(ONES) & !word & HIGHS
+    }
+
+    let mut words = bytes.chunks_exact(8);
+    let mut offset = 0;
+    for word in words.by_ref() {
+        let word = u64::from_le_bytes(word.try_into().unwrap_or_default());
+        let found = zero_bytes(word ^ LF) | zero_bytes(word ^ CR);
+        if found != 0 {
+            return Some(offset + (found.trailing_zeros() / 8) as usize);
         }
-        let event = if self.event_type.is_empty() {
-            "message".to_owned()
-        } else {
-            std::mem::take(&mut self.event_type)
-        };
-        out.push(Item::Event(Event {
-            id: self.last_event_id.clone(),
-            event,
-            data,
-        }));
+        offset += 8;
+    }
+    words
+        .remainder()
+        .iter()
+        .position(|&b| b == b'\n' || b == b'\r')
+        .map(|i| offset + i)
+}
+
+/// `bytes` as text, each invalid sequence replaced by U+FFFD exactly as the
+/// WHATWG UTF-8 decoder does; copied into `replaced` only when invalid.
+fn decode<'a>(bytes: &'a [u8], replaced: &'a mut String) -> &'a str {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(_) => {
+            replaced.clear();
+            for chunk in bytes.utf8_chunks() {
+                replaced.push_str(chunk.valid());
+                if !chunk.invalid().is_empty() {
+                    replaced.push(char::REPLACEMENT_CHARACTER);
+                }
+            }
+            replaced
+        }
     }
 }
 
 /// Removes at most one leading U+0020, as the spec requires for field values
 /// (and as we do for comments so `": ping"` reads naturally).
-fn strip_one_space(s: &str) -> &str {
-    s.strip_prefix(' ').unwrap_or(s)
+fn strip_one_space(bytes: &[u8]) -> &[u8] {
+    bytes.strip_prefix(b" ").unwrap_or(bytes)
 }
 
 /// Parses a non-empty string of ASCII digits, saturating instead of failing
 /// on overflow.
-fn parse_saturating(digits: &str) -> u64 {
-    digits.bytes().fold(0u64, |acc, b| {
+fn parse_saturating(digits: &[u8]) -> u64 {
+    digits.iter().fold(0u64, |acc, b| {
         acc.saturating_mul(10).saturating_add(u64::from(b - b'0'))
     })
 }
@@ -590,6 +706,207 @@ mod tests {
                 ev("3", "e", "d"),
                 Item::Comment("bye".to_owned()),
             ],
+        );
+    }
+
+    /// The spec's algorithm over a whole stream at once, written as plainly
+    /// as possible: decode everything, drop one leading U+FEFF, split lines
+    /// at CRLF, CR and LF, interpret each. No chunks and no bytes: an
+    /// independent statement of what the incremental parser must produce.
+    /// Also returns the last event ID string at the end.
+    fn reference(input: &[u8]) -> (Vec<Item>, String) {
+        let decoded = String::from_utf8_lossy(input);
+        let text = decoded.strip_prefix('\u{FEFF}').unwrap_or(&decoded);
+        let mut lines = Vec::new();
+        let mut current = String::new();
+        let mut chars = text.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '\r' => {
+                    chars.next_if_eq(&'\n');
+                    lines.push(std::mem::take(&mut current));
+                }
+                '\n' => lines.push(std::mem::take(&mut current)),
+                c => current.push(c),
+            }
+        }
+        // What is left in `current` never ended: it is never interpreted.
+        let mut items = Vec::new();
+        let (mut data, mut event_type) = (String::new(), String::new());
+        let (mut id_buffer, mut last_id) = (String::new(), String::new());
+        for line in &lines {
+            if line.is_empty() {
+                last_id.clone_from(&id_buffer);
+                if !data.is_empty() {
+                    data.pop();
+                    let event = match event_type.as_str() {
+                        "" => "message",
+                        other => other,
+                    };
+                    items.push(ev(&last_id, event, &data));
+                }
+                data.clear();
+                event_type.clear();
+                continue;
+            }
+            if let Some(comment) = line.strip_prefix(':') {
+                let comment = comment.strip_prefix(' ').unwrap_or(comment);
+                items.push(Item::Comment(comment.to_owned()));
+                continue;
+            }
+            let (name, value) = match line.split_once(':') {
+                Some((name, value)) => (name, value.strip_prefix(' ').unwrap_or(value)),
+                None => (line.as_str(), ""),
+            };
+            match name {
+                "event" => value.clone_into(&mut event_type),
+                "data" => {
+                    data.push_str(value);
+                    data.push('\n');
+                }
+                "id" if !value.contains('\0') => value.clone_into(&mut id_buffer),
+                "retry" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
+                    items.push(Item::Retry(value.parse().unwrap_or(u64::MAX)));
+                }
+                _ => {}
+            }
+        }
+        (items, last_id)
+    }
+
+    /// Streams made of the pieces the parser has to tell apart: field names
+    /// right and wrong, colons, spaces, every line ending, BOMs and their
+    /// prefixes, multibyte characters, invalid and truncated UTF-8, NULs and
+    /// big numbers. Deterministic (xorshift), so a failure reproduces.
+    fn random_streams(count: usize) -> Vec<Vec<u8>> {
+        const PIECES: &[&[u8]] = &[
+            b"data",
+            b"data:",
+            b"data: ",
+            b"data:  ",
+            b"event:",
+            b"event: ",
+            b"message",
+            b"id:",
+            b"id: ",
+            b"retry:",
+            b"retry: ",
+            b"\nretry: 3000\n",
+            b"\rretry:7\r",
+            b"DATA:",
+            b"dat",
+            b":",
+            b": ",
+            b" ",
+            b"\n",
+            b"\n",
+            b"\n\n",
+            b"\r",
+            b"\r\n",
+            b"\r\n\r\n",
+            b"x",
+            b"lg 1 2 3 4",
+            b"12",
+            b"99999999999999999999999",
+            b"\0",
+            "é€😀".as_bytes(),
+            b"\xEF\xBB\xBF",
+            b"\xEF\xBB",
+            b"\xEF",
+            b"\xFF",
+            b"\xE2\x82",
+            b"\xF0\x9F",
+            b"\x98\x80",
+        ];
+        let mut state: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = move |bound: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % bound as u64) as usize
+        };
+        (0..count)
+            .map(|_| {
+                let mut stream = Vec::new();
+                if next(4) == 0 {
+                    stream.extend_from_slice(b"\xEF\xBB\xBF");
+                }
+                for _ in 0..next(40) + 1 {
+                    stream.extend_from_slice(PIECES[next(PIECES.len())]);
+                }
+                stream
+            })
+            .collect()
+    }
+
+    /// Runs `input` through [`Parser::feed_with`] in the given pieces.
+    fn parse_borrowed(pieces: &[&[u8]]) -> (Vec<Item>, String) {
+        let mut parser = Parser::new();
+        let mut items = Vec::new();
+        for piece in pieces {
+            parser.feed_with(piece, |item| items.push(Item::from(item)));
+        }
+        (items, parser.last_event_id().to_owned())
+    }
+
+    #[test]
+    fn random_streams_parse_as_the_reference_says_however_they_are_split() {
+        let mut totals = [0usize; 3];
+        for input in random_streams(400) {
+            let expected = reference(&input);
+            for item in &expected.0 {
+                let kind = match item {
+                    Item::Event(_) => 0,
+                    Item::Comment(_) => 1,
+                    Item::Retry(_) => 2,
+                };
+                totals[kind] += 1;
+            }
+            let shown = String::from_utf8_lossy(&input);
+            assert_eq!(parse_borrowed(&[&input]), expected, "{shown:?}");
+            for split in 0..=input.len() {
+                let (head, tail) = input.split_at(split);
+                assert_eq!(
+                    parse_borrowed(&[head, tail]),
+                    expected,
+                    "{shown:?} split at {split}"
+                );
+            }
+            let bytes: Vec<&[u8]> = input.chunks(1).collect();
+            assert_eq!(parse_borrowed(&bytes), expected, "{shown:?} byte by byte");
+            let mut owned = Parser::new();
+            let mut items = Vec::new();
+            for piece in input.chunks(3) {
+                owned.feed_into(piece, &mut items);
+            }
+            assert_eq!(
+                (items, owned.last_event_id().to_owned()),
+                expected,
+                "{shown:?} through feed_into, 3 bytes at a time"
+            );
+        }
+        // The streams must exercise every kind of item, or the comparison
+        // proves little.
+        assert!(
+            totals.iter().all(|&n| n >= 50),
+            "events, comments, retries: {totals:?}"
+        );
+    }
+
+    #[test]
+    fn feed_with_lends_what_feed_returns() {
+        let input = b"retry: 5\n: hi\nid: 7\nevent: e\ndata: a\ndata: \xFF\n\ndata: b\n\n";
+        let mut borrowed = Vec::new();
+        Parser::new().feed_with(input, |item| match item {
+            ItemRef::Event(event) => {
+                borrowed.push(format!("{}|{}|{}", event.id, event.event, event.data))
+            }
+            ItemRef::Comment(text) => borrowed.push(format!("comment {text}")),
+            ItemRef::Retry(ms) => borrowed.push(format!("retry {ms}")),
+        });
+        assert_eq!(
+            borrowed,
+            ["retry 5", "comment hi", "7|e|a\n\u{FFFD}", "7|message|b"]
         );
     }
 }
