@@ -5,12 +5,14 @@
 //! - [`settings`]: the one configuration tree, layered defaults → file → `ES__` env.
 //! - [`telemetry`]: tracing subscriber, text or JSON.
 //! - [`server`]: binds, serves an app factory, shuts down on a signal within a grace period.
+//! - [`connection`]: each accepted connection: a stream route served on the socket, the rest by actix-http.
 //! - [`shutdown`]: the token streams watch and the readiness flag.
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics` and JSend fallbacks.
 //! - [`metrics`]: the Prometheus registry and the counters services update.
 //! - [`jsend`]: turning a JSend value into an HTTP response.
 
 pub mod binary;
+pub mod connection;
 pub mod health;
 pub mod jsend;
 pub mod metrics;
@@ -20,6 +22,6 @@ pub mod shutdown;
 pub mod telemetry;
 
 pub use metrics::Metrics;
-pub use server::{App, serve};
+pub use server::{App, serve, serve_with_stream};
 pub use settings::{BinaryDefaults, Settings};
 pub use shutdown::Shutdown;

@@ -26,12 +26,18 @@ pub fn build(settings: &Settings, bus: bus::Bus) -> anyhow::Result<App> {
         shutdown,
         metrics,
     };
-    service_kit::serve(&settings.http, health, move |cfg| {
-        ingest::configure(cfg, ingest_state.clone(), max_body_bytes);
-        stream_gateway::configure(cfg, gateway_state.clone());
-        cfg.service(
-            web::resource("/event-stream")
-                .route(service_kit::health::method_not_allowed("GET, POST")),
-        );
-    })
+    let lean = stream_gateway::routes::LeanSubscribe(gateway_state.clone());
+    service_kit::serve_with_stream(
+        &settings.http,
+        health,
+        move |cfg| {
+            ingest::configure(cfg, ingest_state.clone(), max_body_bytes);
+            stream_gateway::configure(cfg, gateway_state.clone());
+            cfg.service(
+                web::resource("/event-stream")
+                    .route(service_kit::health::method_not_allowed("GET, POST")),
+            );
+        },
+        Some(lean),
+    )
 }

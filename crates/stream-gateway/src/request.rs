@@ -1,6 +1,6 @@
 //! What a subscriber asks for: its topics and where to resume.
 
-use actix_web::HttpRequest;
+use actix_web::http::header::HeaderMap;
 use shared_types::publish::topic_error;
 use shared_types::{Cursor, DEFAULT_TOPIC};
 
@@ -15,13 +15,18 @@ pub struct SubscribeRequest {
     pub cursor: Option<Cursor>,
 }
 
-/// Reads `topic` (repeatable), `lastEventId` / `last_event_id` and the
-/// `Last-Event-ID` header, which wins because browsers send it on reconnect.
-pub fn parse(req: &HttpRequest, max_topics: usize) -> Result<SubscribeRequest, StreamError> {
+/// Reads `topic` (repeatable), `lastEventId` / `last_event_id` from the
+/// query string and the `Last-Event-ID` header, which wins because browsers
+/// send it on reconnect.
+pub fn parse(
+    query: &str,
+    headers: &HeaderMap,
+    max_topics: usize,
+) -> Result<SubscribeRequest, StreamError> {
     let mut topics = Vec::new();
     let mut query_id = None;
     let mut query_id_snake = None;
-    for (key, value) in form_urlencoded::parse(req.query_string().as_bytes()) {
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
         match key.as_ref() {
             "topic" => topics.push(value.into_owned()),
             "lastEventId" => query_id = Some(value.into_owned()),
@@ -44,7 +49,7 @@ pub fn parse(req: &HttpRequest, max_topics: usize) -> Result<SubscribeRequest, S
             "at most {max_topics} topics per subscription"
         )));
     }
-    let header_id = match req.headers().get("last-event-id") {
+    let header_id = match headers.get("last-event-id") {
         Some(value) => Some(
             value
                 .to_str()
@@ -75,7 +80,8 @@ mod tests {
         if let Some(header) = header {
             request = request.insert_header(("Last-Event-ID", header));
         }
-        parse(&request.to_http_request(), 4)
+        let request = request.to_http_request();
+        parse(request.query_string(), request.headers(), 4)
     }
 
     #[test]

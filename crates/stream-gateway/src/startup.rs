@@ -8,7 +8,7 @@ use actix_web::{guard, web};
 use service_kit::health::Health;
 use service_kit::{App, Metrics, Settings, Shutdown};
 
-use crate::routes;
+use crate::routes::{self, LeanSubscribe};
 use crate::stream::StreamConfig;
 
 /// What the stream handler needs.
@@ -47,7 +47,7 @@ impl GatewayState {
 /// ingest's POST on the same path).
 pub fn configure(cfg: &mut web::ServiceConfig, state: GatewayState) {
     cfg.service(
-        web::resource("/event-stream")
+        web::resource(routes::PATH)
             .guard(guard::Get())
             .app_data(web::Data::new(state))
             .route(web::get().to(routes::subscribe)),
@@ -64,10 +64,16 @@ pub fn build(settings: &Settings, bus: bus::Bus) -> anyhow::Result<App> {
         shutdown,
         metrics,
     };
-    service_kit::serve(&settings.http, health, move |cfg| {
-        configure(cfg, state.clone());
-        cfg.service(
-            web::resource("/event-stream").route(service_kit::health::method_not_allowed("GET")),
-        );
-    })
+    let lean = LeanSubscribe(state.clone());
+    service_kit::serve_with_stream(
+        &settings.http,
+        health,
+        move |cfg| {
+            configure(cfg, state.clone());
+            cfg.service(
+                web::resource(routes::PATH).route(service_kit::health::method_not_allowed("GET")),
+            );
+        },
+        Some(lean),
+    )
 }

@@ -38,8 +38,9 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 
 /// Most queued events gathered into one write when a client is behind.
 const MAX_BATCH: usize = 64;
-/// Stop gathering past this many bytes: actix checks its write buffer
-/// before asking for more, not after, so one chunk must stay small.
+/// Stop gathering past this many bytes: a chunk is written whole before the
+/// stream is polled again (and actix, when it serves the stream, checks its
+/// write buffer before asking for more, not after), so one must stay small.
 const MAX_BATCH_BYTES: usize = 64 * 1024;
 
 /// How a stream behaves; from `stream.*` settings.

@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used, unreachable_pub)]
 
 mod binary;
+mod connection;
 mod helpers;
 mod publish_and_stream;
 mod resume;

@@ -1,0 +1,259 @@
+//! Streams served on the connection itself (`service_kit::connection`):
+//! what the fast path answers, what it hands to actix on the same
+//! connection, and clients that go away. Raw sockets, so the bytes on the
+//! wire are what is checked.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::helpers::{PATIENCE, TestApp, spawn_app, spawn_app_with, wait_until};
+
+/// One client connection and everything read from it so far.
+struct Raw {
+    socket: TcpStream,
+    read: Vec<u8>,
+}
+
+impl Raw {
+    async fn connect(app: &TestApp) -> Self {
+        let address = app.address.trim_start_matches("http://");
+        Raw {
+            socket: TcpStream::connect(address).await.unwrap(),
+            read: Vec::new(),
+        }
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        self.socket.write_all(bytes).await.unwrap();
+    }
+
+    /// Reads until `needle` has arrived; returns everything read so far.
+    async fn read_until(&mut self, needle: &str) -> String {
+        let found = tokio::time::timeout(PATIENCE, async {
+            while !contains(&self.read, needle.as_bytes()) {
+                let mut buf = [0; 4096];
+                let n = self.socket.read(&mut buf).await.unwrap();
+                assert!(
+                    n > 0,
+                    "connection closed before {needle:?}; got {:?}",
+                    String::from_utf8_lossy(&self.read)
+                );
+                self.read.extend_from_slice(&buf[..n]);
+            }
+        })
+        .await;
+        assert!(
+            found.is_ok(),
+            "no {needle:?} in time; got {:?}",
+            String::from_utf8_lossy(&self.read)
+        );
+        String::from_utf8_lossy(&self.read).into_owned()
+    }
+
+    /// Reads until the server closes the connection.
+    async fn read_to_end(&mut self) -> String {
+        tokio::time::timeout(PATIENCE, self.socket.read_to_end(&mut self.read))
+            .await
+            .expect("the server did not close the connection")
+            .unwrap();
+        String::from_utf8_lossy(&self.read).into_owned()
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+const REQUEST_METRIC: &str = "es_http_request_duration_seconds_count";
+
+fn request_metric(status: u16) -> String {
+    format!("{REQUEST_METRIC}{{method=\"GET\",route=\"/event-stream\",status=\"{status}\"}}")
+}
+
+#[tokio::test]
+async fn a_request_pipelined_behind_a_refused_stream_is_answered_on_the_same_connection() {
+    let app = spawn_app().await;
+    let mut client = Raw::connect(&app).await;
+    client
+        .send(
+            b"GET /event-stream?topic=a%20b HTTP/1.1\r\nHost: t\r\n\r\n\
+              GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n",
+        )
+        .await;
+    let text = client.read_until(r#""data":"alive"}"#).await;
+    assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{text}");
+    let refusal = text
+        .find(r#"{"status":"fail","data":"request validation error: topic"#)
+        .unwrap_or_else(|| panic!("no JSend fail in {text}"));
+    let health = text.find("HTTP/1.1 200 OK\r\n").unwrap();
+    assert!(refusal < health, "answers out of order: {text}");
+    assert_eq!(app.metric(&request_metric(400)).await, 1.0);
+}
+
+#[tokio::test]
+async fn a_stream_asked_for_after_another_request_on_the_same_connection_delivers_events() {
+    let app = spawn_app().await;
+    let mut client = Raw::connect(&app).await;
+    client
+        .send(
+            b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n\
+              GET /event-stream?topic=after-health HTTP/1.1\r\nHost: t\r\n\r\n",
+        )
+        .await;
+    let text = client.read_until("retry: 3000\n\n").await;
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(
+        text.contains("content-type: text/event-stream\r\n"),
+        "{text}"
+    );
+    app.publish_to("after-health", "second request's event")
+        .await;
+    client.read_until("data: second request's event\n\n").await;
+}
+
+#[tokio::test]
+async fn a_request_head_split_across_many_writes_resumes_from_its_last_event_id() {
+    let app = spawn_app().await;
+    let first = app.publish_to("split", "one").await;
+    app.publish_to("split", "two").await;
+    let head = format!(
+        "GET /event-stream?topic=split HTTP/1.1\r\nHost: t\r\nLast-Event-ID: {first}\r\n\r\n"
+    );
+    let mut client = Raw::connect(&app).await;
+    client.socket.set_nodelay(true).unwrap();
+    for piece in head.as_bytes().chunks(7) {
+        client.send(piece).await;
+        // Gives each piece its own segment, so the server sees it partial.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let text = client.read_until("data: two\n\n").await;
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(
+        !text.contains("data: one\n"),
+        "replayed from before the id: {text}"
+    );
+}
+
+#[tokio::test]
+async fn a_head_too_long_for_the_fast_path_is_served_by_actix_all_the_same() {
+    let app = spawn_app().await;
+    let mut client = Raw::connect(&app).await;
+    let filler = "a".repeat(service_kit::connection::MAX_HEAD * 2);
+    client
+        .send(
+            format!("GET /event-stream HTTP/1.1\r\nHost: t\r\nX-Filler: {filler}\r\n\r\n")
+                .as_bytes(),
+        )
+        .await;
+    let text = client.read_until("retry: 3000\n\n").await;
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert_eq!(app.metric("es_stream_connections").await, 1.0);
+
+    // Past actix's own limit (32 KiB) the head is refused, as before.
+    let mut client = Raw::connect(&app).await;
+    let filler = "a".repeat(64 * 1024);
+    client
+        .send(format!("GET /event-stream HTTP/1.1\r\nX-Filler: {filler}\r\n\r\n").as_bytes())
+        .await;
+    let text = client.read_to_end().await;
+    assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{text}");
+}
+
+#[tokio::test]
+async fn an_http_1_0_client_gets_the_stream_with_the_same_headers() {
+    let app = spawn_app().await;
+    let mut client = Raw::connect(&app).await;
+    client
+        .send(b"GET /event-stream?topic=old-client HTTP/1.0\r\n\r\n")
+        .await;
+    let text = client.read_until("retry: 3000\n\n").await;
+    assert!(text.starts_with("HTTP/1.0 200 OK\r\n"), "{text}");
+    for header in [
+        "content-type: text/event-stream\r\n",
+        "cache-control: no-cache\r\n",
+        "x-accel-buffering: no\r\n",
+    ] {
+        assert!(text.contains(header), "no {header:?} in {text}");
+    }
+    app.publish_to("old-client", "hello 1.0").await;
+    client.read_until("data: hello 1.0\n\n").await;
+}
+
+#[tokio::test]
+async fn head_is_refused_with_405_and_the_allowed_methods() {
+    let app = spawn_app().await;
+    let mut client = Raw::connect(&app).await;
+    client
+        .send(b"HEAD /event-stream HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .await;
+    let text = client.read_to_end().await;
+    assert!(
+        text.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"),
+        "{text}"
+    );
+    assert!(text.contains("allow: GET, POST\r\n"), "{text}");
+    assert!(
+        !text.contains("status"),
+        "HEAD answered with a body: {text}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_closes_while_idle_frees_its_stream_at_once() {
+    let app = spawn_app_with(&[("ES__STREAM__MAX_STREAMS", "1")]).await;
+    let mut client = Raw::connect(&app).await;
+    client
+        .send(b"GET /event-stream HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await;
+    client.read_until("retry: 3000\n\n").await;
+
+    let refused = app.get_stream("", None).await;
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "1");
+
+    drop(client);
+    wait_until("the closed client's stream is freed", || async {
+        app.metric("es_stream_connections").await == 0.0
+    })
+    .await;
+    let mut next = app.subscribe("", None).await;
+    app.publish("for the next client").await;
+    assert_eq!(
+        next.next_event_timeout(PATIENCE)
+            .await
+            .unwrap()
+            .unwrap()
+            .data,
+        "for the next client"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_shuts_its_sending_side_ends_its_stream() {
+    let app = spawn_app().await;
+    let mut client = Raw::connect(&app).await;
+    client
+        .send(b"GET /event-stream HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await;
+    client.read_until("retry: 3000\n\n").await;
+    assert_eq!(app.metric("es_stream_connections").await, 1.0);
+
+    client.socket.shutdown().await.unwrap();
+    client.read_to_end().await;
+    wait_until("the half-closed client's stream is freed", || async {
+        app.metric("es_stream_connections").await == 0.0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn streams_opened_on_the_fast_path_are_counted_in_request_metrics() {
+    let app = spawn_app().await;
+    let _open = app.subscribe("topic=counted", None).await;
+    let refused = app.get_stream("lastEventId=zz", None).await;
+    assert_eq!(refused.status(), 400);
+    assert_eq!(app.metric(&request_metric(200)).await, 1.0);
+    assert_eq!(app.metric(&request_metric(400)).await, 1.0);
+}
