@@ -268,6 +268,16 @@ async fn a_frozen_redis_is_detected_and_recovered() {
     let seen = subscriber.finish().await;
     let data: Vec<String> = seen.events.iter().map(|e| e.data.clone()).collect();
     assert_delivered("subscriber", &data, &published);
+    // The refused publish reached the frozen Redis and ran when it thawed,
+    // past its deadline: it must not have been stored after the 503.
+    assert!(
+        !data.iter().any(|message| message == "frozen"),
+        "a publish answered 503 was delivered after the thaw: {:?}",
+        seen.events
+            .iter()
+            .map(|e| (e.id.clone(), e.data.clone()))
+            .collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test]

@@ -31,14 +31,28 @@ use crate::error::Error;
 /// before anything changed. The last check is the first write: XADD with
 /// the explicit id refuses an id at or below the stream's newest, which
 /// catches a stream ahead of its meta without reading the stream first.
-/// Six commands per publish: HMGET, XADD, HSET, two PEXPIREs, PUBLISH.
+/// Seven commands per publish: TIME, HMGET, XADD, HSET, two PEXPIREs,
+/// PUBLISH.
+///
+/// Before anything else it compares Redis's clock with the caller's
+/// deadline: a script that waited (in the socket of a frozen Redis, or
+/// behind a long backlog) until after the caller gave up and answered 503
+/// must not store the event then. It answers `EXPIRED` and changes nothing.
 ///
 /// KEYS: meta, stream. ARGV: epoch candidate (used only when the topic has
 /// no epoch yet; base-36 text because Lua numbers are doubles), event type,
-/// data, approximate MAXLEN, TTL in milliseconds (0: no expiry), channel.
+/// data, approximate MAXLEN, TTL in milliseconds (0: no expiry), channel,
+/// deadline in Unix milliseconds by Redis's clock (0: none).
 /// Returns `{epoch, offset}` as text for the same reason.
 pub(crate) const PUBLISH_SCRIPT: &str = r#"
 local meta, stream = KEYS[1], KEYS[2]
+local deadline = tonumber(ARGV[7]) or 0
+if deadline > 0 then
+  local now = redis.call('TIME')
+  if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > deadline then
+    return redis.error_reply('EXPIRED publish reached Redis after its deadline; nothing stored')
+  end
+end
 local state = redis.call('HMGET', meta, 'epoch', 'offset')
 local epoch, offset = state[1], state[2]
 local fresh = not epoch

@@ -26,7 +26,8 @@ use ::redis::{
 use futures_util::FutureExt as _;
 use futures_util::future::{BoxFuture, Shared};
 use shared_types::{Epoch, Event, Position};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicI64};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::RedisConfig;
 use super::schema::{self, Entry, Keys};
@@ -134,6 +135,9 @@ pub(crate) struct Store {
     /// The engine's statistics; the relay counts reconnects and refills
     /// here too, through its own handle on the store.
     pub(crate) counters: Counters,
+    /// Redis's clock minus ours, in milliseconds, measured with `TIME` on
+    /// every new connection: publish deadlines are sent in Redis's clock.
+    clock_offset_ms: Arc<AtomicI64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -172,6 +176,7 @@ impl Store {
             config,
             url,
             counters: Counters::default(),
+            clock_offset_ms: Arc::new(AtomicI64::new(0)),
         })
     }
 
@@ -180,9 +185,17 @@ impl Store {
     /// opens wait for the same attempt.
     async fn connection(&self) -> Result<(u64, MultiplexedConnection), Error> {
         let slot = CONNECTIONS.with_borrow_mut(|table| {
-            if let Some(Slot::Open { connection, .. }) = table.get(&self.id)
-                && connection.is_closed()
-            {
+            // A closed connection, or an attempt that failed while nobody
+            // was waiting for it, is replaced now rather than failing one
+            // more command.
+            let stale = match table.get(&self.id) {
+                Some(Slot::Open { connection, .. }) => connection.is_closed(),
+                Some(Slot::Opening { future, .. }) => {
+                    matches!(future.peek(), Some(Err(_)))
+                }
+                None => false,
+            };
+            if stale {
                 table.remove(&self.id);
             }
             table
@@ -190,10 +203,22 @@ impl Store {
                 .or_insert_with(|| {
                     let info = self.client.get_connection_info().clone();
                     let config = self.connection_config.clone();
+                    let offset = self.clock_offset_ms.clone();
+                    let limit = self.config.connect_timeout;
                     let future = async move {
-                        Connection::open(info, config)
-                            .await
-                            .map_err(|e| e.to_string())
+                        // Bounded here, not only by the callers' deadlines:
+                        // an attempt that hangs (a frozen Redis accepts
+                        // connections but never answers the handshake) must
+                        // end, or this thread would wait on it for good.
+                        let mut connection =
+                            tokio::time::timeout(limit, Connection::open(info, config))
+                                .await
+                                .map_err(|_| {
+                                    format!("no connection within {} ms", limit.as_millis())
+                                })?
+                                .map_err(|e| e.to_string())?;
+                        measure_clock_offset(&mut connection.commands, &offset).await;
+                        Ok(connection)
                     }
                     .boxed()
                     .shared();
@@ -307,6 +332,19 @@ impl Store {
         data: &str,
     ) -> Result<Position, Error> {
         let candidate = Epoch::random().to_string();
+        // The script refuses to run after this moment (Redis's clock), so
+        // a publish that waited in a frozen Redis's socket until after this
+        // call gave up is not stored later. The call gives up when the
+        // reply is later than the response timeout (or the whole operation
+        // outlasts its bound); the last quarter of the earlier of the two is
+        // left for the reply to come back.
+        let gives_up = self
+            .config
+            .response_timeout
+            .min(self.config.operation_timeout());
+        let deadline_ms = unix_ms()
+            .saturating_add(self.clock_offset_ms.load(Ordering::Relaxed))
+            .saturating_add(i64::try_from((gives_up * 3 / 4).as_millis()).unwrap_or(i64::MAX));
         let maxlen = self.config.history_size.max(1);
         let ttl_ms = u64::try_from(self.config.history_ttl.as_millis()).unwrap_or(u64::MAX);
         let reply: Value = self
@@ -320,7 +358,8 @@ impl Store {
                     .arg(data)
                     .arg(maxlen)
                     .arg(ttl_ms)
-                    .arg(self.keys.channel(topic));
+                    .arg(self.keys.channel(topic))
+                    .arg(deadline_ms);
                 invocation.invoke_async(c).await
             })
             .await?;
@@ -471,6 +510,41 @@ fn contiguous(
     Ok(events)
 }
 
+/// Milliseconds since the Unix epoch by this host's clock.
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .ok()
+        .and_then(|since| i64::try_from(since.as_millis()).ok())
+        .unwrap_or(0)
+}
+
+/// Sets `offset` to Redis's clock minus ours, from one `TIME` round trip
+/// (taken as happening at its midpoint). A slow answer (over 50 ms) says
+/// too little to be used; the previous offset stays.
+async fn measure_clock_offset(connection: &mut MultiplexedConnection, offset: &AtomicI64) {
+    let sent = unix_ms();
+    let Ok((seconds, micros)) = ::redis::cmd("TIME")
+        .query_async::<(i64, i64)>(connection)
+        .await
+    else {
+        return;
+    };
+    let received = unix_ms();
+    if received - sent > 50 {
+        return;
+    }
+    let redis_ms = seconds.saturating_mul(1000).saturating_add(micros / 1000);
+    let measured = redis_ms - (sent + received) / 2;
+    offset.store(measured, Ordering::Relaxed);
+    if measured.abs() > 1000 {
+        tracing::warn!(
+            offset_ms = measured,
+            "Redis's clock differs from this host's by over a second; publish deadlines allow for it"
+        );
+    }
+}
+
 /// An error Redis answered (the connection is fine), as opposed to a
 /// failure of the connection itself.
 fn is_reply_error(error: &RedisError) -> bool {
@@ -482,7 +556,9 @@ fn is_reply_error(error: &RedisError) -> bool {
 
 /// Sorts a Redis error into the bus's three kinds.
 pub(crate) fn redis_error(error: RedisError, bound: Duration) -> Error {
-    if error.is_timeout() {
+    // EXPIRED: the publish script ran after its deadline and stored
+    // nothing; the caller has given up on it by now, or is about to.
+    if error.is_timeout() || error.code() == Some("EXPIRED") {
         return Error::Timeout(bound);
     }
     let text = error.to_string();
