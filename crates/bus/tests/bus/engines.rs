@@ -358,6 +358,8 @@ async fn fresh_subscribers_start_at_the_head_and_miss_nothing_after_it(kind: Kin
     // Subscribers join while events are being published: each must get
     // exactly the events after the position it was given, none twice.
     const EVENTS: u64 = 200;
+    let (batch_done, mut batches) = tokio::sync::mpsc::channel::<()>(1);
+    let (joined_one, mut joins) = tokio::sync::mpsc::channel::<()>(1);
     let publisher = engine.publisher.clone();
     let publishing = tokio::spawn(async move {
         for i in 0..EVENTS {
@@ -365,22 +367,28 @@ async fn fresh_subscribers_start_at_the_head_and_miss_nothing_after_it(kind: Kin
                 .publish("t", "message", &i.to_string())
                 .await
                 .unwrap();
-            tokio::task::yield_now().await;
+            // Every ten events a subscriber joins; the next ten are
+            // published without waiting for the previous ones to be
+            // delivered, so joins race live delivery (the Redis relay's).
+            if i % 10 == 9 && i + 1 < EVENTS {
+                batch_done.send(()).await.unwrap();
+                joins.recv().await.unwrap();
+            }
         }
     });
     let mut joined = vec![(first, start)];
-    for _ in 0..20 {
+    while batches.recv().await.is_some() {
         joined.push(engine.bus.subscribe_at_head("t").await.unwrap());
-        for _ in 0..5 {
-            tokio::task::yield_now().await;
-        }
+        joined_one.send(()).await.unwrap();
     }
     publishing.await.unwrap();
     let starts: std::collections::BTreeSet<u64> = joined.iter().map(|(_, s)| s.offset).collect();
     assert!(
-        starts.len() > 5,
+        starts.len() > 1,
         "subscribers joined mid-stream: {starts:?}"
     );
+    let joins = joined.len() as u64 - 1;
+    assert_eq!(joins, EVENTS / 10 - 1);
     let last = 3 + EVENTS;
     for (mut subscription, start) in joined {
         assert_eq!(start.epoch, engine.bus.head("t").await.unwrap().epoch);
@@ -394,6 +402,6 @@ async fn fresh_subscribers_start_at_the_head_and_miss_nothing_after_it(kind: Kin
     }
     if let Kind::Redis = kind {
         // The topic was live in this process: no head was read from Redis.
-        assert!(engine.bus.stats().local_heads >= 20);
+        assert_eq!(engine.bus.stats().local_heads, joins);
     }
 }
