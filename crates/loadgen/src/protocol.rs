@@ -39,7 +39,10 @@ pub struct WorkerConfig {
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Command {
     /// Forget the previous phase's bookkeeping; messages stamped with this
-    /// phase count from now on.
+    /// phase count from now on. Answered with [`Report::PhaseReady`] once
+    /// every subscriber thread counts them: the coordinator publishes only
+    /// then, or a message could reach a thread still in the last phase and
+    /// be thrown away as late.
     Phase { phase: u32, start_micros: u64 },
     /// Publishing for `phase` ended and these messages were acknowledged:
     /// wait up to `drain_ms` for every subscriber to have them, then report.
@@ -81,6 +84,10 @@ impl Acked {
 pub enum Report {
     /// Every subscriber of the worker either connected or failed.
     Connected(ConnectReport),
+    /// Every subscriber thread of the worker counts the new phase.
+    PhaseReady {
+        phase: u32,
+    },
     Phase(PhaseReport),
     Stopped(StopReport),
 }

@@ -217,6 +217,12 @@ async fn run_phase(
             start_micros,
         });
     }
+    for worker in workers.iter_mut() {
+        match worker.recv().await? {
+            Report::PhaseReady { phase } if phase == plan.phase => {}
+            other => bail!("worker answered {other:?} to the start of a phase"),
+        }
+    }
     let started = Instant::now();
     let results = publisher::run_phase(plan).await;
     let publish_seconds = started.elapsed().as_secs_f64();

@@ -172,6 +172,7 @@ async fn serve(
                     .iter()
                     .filter(|s| s.status == Status::Open)
                     .count() as u64;
+                let _ = reports.send(Report::PhaseReady { phase });
             }
             Command::End {
                 phase,

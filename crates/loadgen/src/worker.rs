@@ -83,7 +83,15 @@ pub async fn serve(
             let _ = shard.send(command.clone());
         }
         match command {
-            Command::Phase { .. } => {}
+            Command::Phase { phase, .. } => {
+                for _ in 0..threads {
+                    match shard_reports.recv().await {
+                        Some(Report::PhaseReady { phase: ready }) if ready == phase => {}
+                        other => bail!("shard answered {other:?} to the start of a phase"),
+                    }
+                }
+                let _ = reports.send(Report::PhaseReady { phase });
+            }
             Command::End { phase, .. } => {
                 let mut merged = PhaseReport {
                     phase,
