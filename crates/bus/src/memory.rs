@@ -62,6 +62,15 @@ impl Topic {
             head: self.head,
         }
     }
+
+    /// The newest event's position, or [`Position::START`] before the first.
+    fn head_position(&self) -> Position {
+        if self.epoch.is_none() {
+            Position::START
+        } else {
+            Position::new(self.epoch, self.head)
+        }
+    }
 }
 
 type TopicRef = Arc<Mutex<Topic>>;
@@ -169,13 +178,7 @@ impl MemoryEngine {
     }
 
     pub fn head(&self, topic: &str) -> Position {
-        self.with_topic(topic, |topic| {
-            if topic.epoch.is_none() {
-                Position::START
-            } else {
-                Position::new(topic.epoch, topic.head)
-            }
-        })
+        self.with_topic(topic, |topic| topic.head_position())
     }
 
     pub fn subscribe(&self, topic: &str) -> Subscription {
@@ -187,12 +190,10 @@ impl MemoryEngine {
     /// A live feed of `topic` and the head it starts after, read together.
     pub fn subscribe_at_head(&self, topic: &str) -> (Subscription, Position) {
         self.with_topic(topic, |topic| {
-            let head = if topic.epoch.is_none() {
-                Position::START
-            } else {
-                Position::new(topic.epoch, topic.head)
-            };
-            (Subscription::new(topic.sender.subscribe(), None), head)
+            (
+                Subscription::new(topic.sender.subscribe(), None),
+                topic.head_position(),
+            )
         })
     }
 

@@ -148,30 +148,24 @@ impl EventStream {
         metrics: Metrics,
         permit: Permit,
     ) -> Result<Self, bus::Error> {
-        let mut feeds = Vec::with_capacity(topics.len());
         // Only a resuming client needs history; a fresh one starts where
         // its subscription does, which the bus reports with it.
         let resuming = cursor.is_some();
-        match cursor {
-            Some(cursor) => {
-                for (topic, position) in topics.iter().zip(cursor.0) {
-                    feeds.push(Feed {
-                        topic: Arc::from(topic.as_str()),
-                        live: bus.subscribe(topic).await?,
-                        position,
-                    });
-                }
-            }
-            None => {
-                for topic in topics {
-                    let (live, position) = bus.subscribe_at_head(topic).await?;
-                    feeds.push(Feed {
-                        topic: Arc::from(topic.as_str()),
-                        live,
-                        position,
-                    });
-                }
-            }
+        let positions: Vec<Option<Position>> = match cursor {
+            Some(cursor) => cursor.0.into_iter().map(Some).collect(),
+            None => vec![None; topics.len()],
+        };
+        let mut feeds = Vec::with_capacity(topics.len());
+        for (topic, position) in topics.iter().zip(positions) {
+            let (live, position) = match position {
+                Some(position) => (bus.subscribe(topic).await?, position),
+                None => bus.subscribe_at_head(topic).await?,
+            };
+            feeds.push(Feed {
+                topic: Arc::from(topic.as_str()),
+                live,
+                position,
+            });
         }
         let now = Instant::now();
         let mut stream = Self {

@@ -15,19 +15,17 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ::redis::aio::MultiplexedConnection;
 use ::redis::{
-    AsyncConnectionConfig, Client, ConnectionAddr, ConnectionInfo, ErrorKind, RedisError,
-    RedisResult, Value,
+    AsyncConnectionConfig, ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo as _,
+    RedisError, RedisResult, Value,
 };
 use futures_util::FutureExt as _;
 use futures_util::future::{BoxFuture, Shared};
 use shared_types::{Epoch, Event, Position};
-use std::sync::atomic::{AtomicBool, AtomicI64};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::RedisConfig;
 use super::schema::{self, Entry, Keys};
@@ -123,7 +121,10 @@ thread_local! {
 pub(crate) struct Store {
     /// Key of this store's connections in each thread's table.
     id: u64,
-    client: Client,
+    /// Where and how to connect (address, credentials, database).
+    info: ConnectionInfo,
+    /// The response timeout of every command. Opening a connection is
+    /// bounded in [`Store::connection`] by `connect_timeout`.
     connection_config: AsyncConnectionConfig,
     pub(crate) keys: Keys,
     /// One value for the process: `invoke_async` sends EVALSHA with its
@@ -162,14 +163,16 @@ struct Snapshot {
 impl Store {
     /// Checks the URL; connects nothing yet.
     pub(crate) fn new(config: RedisConfig, url: String) -> Result<Self, Error> {
-        let client = Client::open(config.url.as_str())
+        let info = config
+            .url
+            .as_str()
+            .into_connection_info()
             .map_err(|e| Error::Unavailable(format!("invalid Redis URL {url}: {e}")))?;
-        let connection_config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout))
-            .set_response_timeout(Some(config.response_timeout));
+        let connection_config =
+            AsyncConnectionConfig::new().set_response_timeout(Some(config.response_timeout));
         Ok(Self {
             id: NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed),
-            client,
+            info,
             connection_config,
             keys: Keys::new(&config.key_prefix),
             script: ::redis::Script::new(schema::PUBLISH_SCRIPT),
@@ -201,7 +204,7 @@ impl Store {
             table
                 .entry(self.id)
                 .or_insert_with(|| {
-                    let info = self.client.get_connection_info().clone();
+                    let info = self.info.clone();
                     let config = self.connection_config.clone();
                     let offset = self.clock_offset_ms.clone();
                     let limit = self.config.connect_timeout;
@@ -335,13 +338,10 @@ impl Store {
         // The script refuses to run after this moment (Redis's clock), so
         // a publish that waited in a frozen Redis's socket until after this
         // call gave up is not stored later. The call gives up when the
-        // reply is later than the response timeout (or the whole operation
-        // outlasts its bound); the last quarter of the earlier of the two is
+        // reply is later than the response timeout (the operation bound is
+        // longer: it adds the connect timeout); the last quarter of it is
         // left for the reply to come back.
-        let gives_up = self
-            .config
-            .response_timeout
-            .min(self.config.operation_timeout());
+        let gives_up = self.config.response_timeout;
         let deadline_ms = unix_ms()
             .saturating_add(self.clock_offset_ms.load(Ordering::Relaxed))
             .saturating_add(i64::try_from((gives_up * 3 / 4).as_millis()).unwrap_or(i64::MAX));
