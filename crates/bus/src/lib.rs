@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 pub use error::Error;
 pub use memory::{MemoryConfig, MemoryEngine};
-pub use replay::{Replay, ResetReason};
+pub use replay::{Replay, ResetReason, Slice};
 use shared_types::Position;
 pub use stats::BusStats;
 pub use subscription::{Recv, Subscription};
@@ -63,7 +63,7 @@ impl Bus {
         data: &str,
     ) -> Result<Position, Error> {
         match self {
-            Bus::Memory(engine) => Ok(engine.publish(topic, event_type, data)),
+            Bus::Memory(engine) => engine.publish(topic, event_type, data),
             Bus::Redis(engine) => engine.publish(topic, event_type, data).await,
         }
     }
@@ -80,7 +80,7 @@ impl Bus {
     /// Subscribe before [`Bus::replay`] so that nothing falls between the two.
     pub async fn subscribe(&self, topic: &str) -> Result<Subscription, Error> {
         match self {
-            Bus::Memory(engine) => Ok(engine.subscribe(topic)),
+            Bus::Memory(engine) => engine.subscribe(topic),
             Bus::Redis(engine) => engine.subscribe(topic).await,
         }
     }
@@ -94,17 +94,40 @@ impl Bus {
     /// at or below it).
     pub async fn subscribe_at_head(&self, topic: &str) -> Result<(Subscription, Position), Error> {
         match self {
-            Bus::Memory(engine) => Ok(engine.subscribe_at_head(topic)),
+            Bus::Memory(engine) => engine.subscribe_at_head(topic),
             Bus::Redis(engine) => engine.subscribe_at_head(topic).await,
         }
     }
 
     /// The retained events of `topic` after `after`, or the oldest ones with
-    /// a [`ResetReason`] when `after` is no longer covered by history.
+    /// a [`ResetReason`] when `after` is no longer covered by history; all
+    /// of them at once (see [`Bus::replay_slice`] for readers that may be
+    /// far behind).
     pub async fn replay(&self, topic: &str, after: Position) -> Result<Replay, Error> {
+        self.replay_slice(topic, after, Slice::ALL).await
+    }
+
+    /// As [`Bus::replay`], at most one `slice` of events; [`Replay::more`]
+    /// says whether to ask again from the last one. A reader that replays a
+    /// whole history this way holds one slice of it at a time.
+    pub async fn replay_slice(
+        &self,
+        topic: &str,
+        after: Position,
+        slice: Slice,
+    ) -> Result<Replay, Error> {
         match self {
-            Bus::Memory(engine) => Ok(engine.replay(topic, after)),
-            Bus::Redis(engine) => engine.replay(topic, after).await,
+            Bus::Memory(engine) => Ok(engine.replay(topic, after, slice)),
+            Bus::Redis(engine) => engine.replay(topic, after, slice).await,
+        }
+    }
+
+    /// Topics this process holds state for: every topic of the memory
+    /// engine; the topics the Redis engine follows for local subscribers.
+    pub fn topic_count(&self) -> usize {
+        match self {
+            Bus::Memory(engine) => engine.topic_count(),
+            Bus::Redis(engine) => engine.topic_count(),
         }
     }
 

@@ -41,8 +41,46 @@ pub struct Replay {
     /// Where the reader stands before `events`: its own position, or after a
     /// reset the position just before the oldest retained event.
     pub start: Position,
-    /// Retained events after `start`, oldest first, contiguous.
+    /// Retained events after `start`, oldest first, contiguous; at most
+    /// one [`Slice`].
     pub events: Vec<Arc<Event>>,
+    /// More retained events follow the last of `events` (or `start` when
+    /// there are none): read the next slice from the reader's new position.
+    pub more: bool,
+}
+
+/// How much one replay may return, so that a resuming reader holds one
+/// slice of history at a time however much history there is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slice {
+    /// Most events.
+    pub events: usize,
+    /// Most bytes of encoded frames; the first event is always returned,
+    /// however large, so a replay always makes progress.
+    pub bytes: usize,
+}
+
+impl Slice {
+    /// Everything retained in one answer: for callers that need it whole
+    /// (the relay's refills, tests).
+    pub const ALL: Slice = Slice {
+        events: usize::MAX,
+        bytes: usize::MAX,
+    };
+
+    /// How many of `events`, oldest first, fit this slice.
+    pub fn fit<'a>(self, events: impl IntoIterator<Item = &'a Arc<Event>>) -> usize {
+        let mut bytes = 0usize;
+        let mut count = 0;
+        for event in events {
+            if count == self.events || (count > 0 && bytes + event.frame().len() > self.bytes) {
+                break;
+            }
+            bytes += event.frame().len();
+            count += 1;
+        }
+        count
+    }
 }
 
 /// What a topic's history looks like right now.

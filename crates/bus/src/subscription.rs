@@ -90,6 +90,9 @@ impl Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         if let Some(release) = self.release.take() {
+            // The receiver goes first, so the release counts exactly the
+            // subscribers that remain.
+            self.next.set(std::future::pending());
             release();
         }
     }

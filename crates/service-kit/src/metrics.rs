@@ -192,6 +192,11 @@ impl Metrics {
                 "# HELP {name} {help}.\n# TYPE {name} counter\n{name}_total {value}\n"
             ));
         }
+        let topics = bus.topic_count();
+        out.push_str(&format!(
+            "# HELP es_bus_topics Topics this process holds (bus.max_topics at most).\n\
+             # TYPE es_bus_topics gauge\nes_bus_topics {topics}\n"
+        ));
         out.push_str("# EOF\n");
         out
     }

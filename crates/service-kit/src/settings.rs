@@ -79,6 +79,11 @@ pub struct BusSettings {
     pub history_size: usize,
     /// A topic left unused this long loses its history.
     pub history_ttl_secs: u64,
+    /// Most topics one process holds (memory engine: every topic with
+    /// history or a subscriber; Redis gateway: every topic it follows).
+    /// Each costs a broadcast ring while subscribed and its history while
+    /// it has one, so this bounds what naming topics can cost.
+    pub max_topics: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -200,7 +205,8 @@ impl Settings {
 
     /// Rules serde cannot express.
     fn check(&self) -> Result<(), SettingsError> {
-        let positive: [(&'static str, u64); 10] = [
+        let positive: [(&'static str, u64); 11] = [
+            ("bus.max_topics", self.bus.max_topics as u64),
             ("http.send_timeout_ms", self.http.send_timeout_ms),
             ("stream.keepalive_ms", self.stream.keepalive_ms),
             ("stream.queue_capacity", self.stream.queue_capacity as u64),
@@ -269,6 +275,7 @@ impl Settings {
             history_size: self.bus.history_size,
             history_ttl: Duration::from_secs(self.bus.history_ttl_secs),
             queue_capacity: self.stream.queue_capacity,
+            max_topics: self.bus.max_topics,
         }
     }
 
@@ -283,6 +290,7 @@ impl Settings {
             history_size: self.bus.history_size,
             history_ttl: Duration::from_secs(self.bus.history_ttl_secs),
             queue_capacity: self.stream.queue_capacity,
+            max_topics: self.bus.max_topics,
             ping_interval: ms(self.redis.ping_interval_ms),
             ping_timeout: ms(self.redis.ping_timeout_ms),
             ..bus::RedisConfig::default()
@@ -338,6 +346,7 @@ level = "info"
 [bus]
 history_size = 1000
 history_ttl_secs = 86400
+max_topics = 10000
 
 [redis]
 url = "redis://127.0.0.1:6379"

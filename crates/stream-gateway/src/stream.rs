@@ -1,7 +1,10 @@
 //! One client's SSE body.
 //!
 //! Order of work for a new stream: `retry:`, then per topic any `reset`
-//! and the replayed history, then the live feed. Each topic keeps the
+//! and the replayed history, then the live feed. History is read one slice
+//! at a time (at most [`MAX_BATCH`] events or about [`MAX_BATCH_BYTES`]),
+//! and the next slice only once the last one is written: a resuming client
+//! that reads slowly, or not at all, holds one slice, not its whole replay. Each topic keeps the
 //! position of the last event written; a live event at or before it is a
 //! duplicate from the replay/live seam and is skipped, one exactly after
 //! it is written, and anything else (a jump, a new epoch) sends the stream
@@ -27,7 +30,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bus::{Bus, Recv, Replay, Subscription};
+use bus::{Bus, Recv, Replay, Slice, Subscription};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::Stream;
 use service_kit::{Metrics, Shutdown};
@@ -42,6 +45,11 @@ const MAX_BATCH: usize = 64;
 /// stream is polled again (and actix, when it serves the stream, checks its
 /// write buffer before asking for more, not after), so one must stay small.
 const MAX_BATCH_BYTES: usize = 64 * 1024;
+/// One read of history: the same bounds as a batch of live events.
+const REPLAY_SLICE: Slice = Slice {
+    events: MAX_BATCH,
+    bytes: MAX_BATCH_BYTES,
+};
 
 /// How a stream behaves; from `stream.*` settings.
 #[derive(Debug, Clone)]
@@ -82,6 +90,9 @@ struct Feed {
     /// The last event of this topic written to the client (or skipped by a
     /// reset); the client's cursor for this topic.
     position: Position,
+    /// History after `position` is still to be read (a resume, or a refill
+    /// that did not fit one slice); live events wait meanwhile.
+    catching_up: bool,
 }
 
 type Refill = Pin<Box<dyn Future<Output = (usize, Result<Replay, bus::Error>)> + Send>>;
@@ -100,7 +111,7 @@ pub struct EventStream {
     shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
     /// Set once shutdown began: when this fires the stream ends.
     closing: Option<Pin<Box<Sleep>>>,
-    /// A history read filling a gap in one topic; live events wait meanwhile.
+    /// A history read (one slice) for one topic; live events wait meanwhile.
     refill: Option<Refill>,
     /// Which feed is polled first next time, so a busy topic cannot starve
     /// the others of a multi-topic stream.
@@ -137,8 +148,9 @@ enum Accepted {
 }
 
 impl EventStream {
-    /// Subscribes to `topics` and, for a client with a `cursor`, writes the
-    /// replay from it; a fresh client starts at each topic's head.
+    /// Subscribes to `topics`; a client with a `cursor` is then replayed
+    /// from it as the body is written, a fresh client starts at each
+    /// topic's head.
     pub async fn open(
         bus: Bus,
         topics: &[String],
@@ -165,6 +177,7 @@ impl EventStream {
                 topic: Arc::from(topic.as_str()),
                 live,
                 position,
+                catching_up: resuming,
             });
         }
         let now = Instant::now();
@@ -187,15 +200,6 @@ impl EventStream {
             unreported: 0,
         };
         stream.push(sse_retry(stream.config.retry.as_millis() as u64));
-        if resuming {
-            for index in 0..stream.feeds.len() {
-                let replay = stream
-                    .bus
-                    .replay(&stream.feeds[index].topic, stream.feeds[index].position)
-                    .await?;
-                stream.apply_replay(index, replay);
-            }
-        }
         stream.metrics.connections().inc();
         Ok(stream)
     }
@@ -278,16 +282,18 @@ impl EventStream {
         Accepted::Refill
     }
 
+    /// Reads the next slice of `index`'s history after its position.
     fn start_refill(&mut self, index: usize) {
         let bus = self.bus.clone();
         let topic = self.feeds[index].topic.clone();
         let after = self.feeds[index].position;
-        self.refill = Some(Box::pin(
-            async move { (index, bus.replay(&topic, after).await) },
-        ));
+        self.refill = Some(Box::pin(async move {
+            (index, bus.replay_slice(&topic, after, REPLAY_SLICE).await)
+        }));
     }
 
     fn apply_replay(&mut self, index: usize, replay: Replay) {
+        self.feeds[index].catching_up = replay.more;
         if let Some(reason) = replay.reset {
             self.feeds[index].position = replay.start;
             let data = serde_json::json!({
@@ -384,6 +390,12 @@ impl Stream for EventStream {
                     }
                 }
             }
+            // History before live events: the next slice of the first
+            // topic still catching up, now that the last one is written.
+            if let Some(index) = this.feeds.iter().position(|feed| feed.catching_up) {
+                this.start_refill(index);
+                continue;
+            }
             if this.poll_live(cx).is_ready() {
                 continue;
             }
@@ -424,12 +436,61 @@ impl Drop for EventStream {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
+    use super::*;
+    use futures_util::StreamExt as _;
+
     /// Every idle connection holds one of these: keep it small (the async
     /// version was 7.8 KB).
     #[test]
     fn an_idle_stream_stays_small() {
         let size = std::mem::size_of::<super::EventStream>();
         assert!(size <= 512, "EventStream is {size} bytes");
+    }
+
+    #[tokio::test]
+    async fn a_resume_is_written_one_slice_at_a_time() {
+        let bus = Bus::memory(bus::MemoryConfig::default());
+        let topics: Vec<String> = (0..16).map(|i| format!("t{i:02}")).collect();
+        let message = "x".repeat(100);
+        for topic in &topics {
+            for _ in 0..1000 {
+                bus.publish(topic, "message", &message).await.unwrap();
+            }
+        }
+        let cursor = Cursor::parse(&vec!["0-0"; 16].join(","), 16).unwrap();
+        let config = StreamConfig {
+            keepalive: Duration::from_secs(60),
+            retry: Duration::from_secs(3),
+            shutdown_spread: Duration::ZERO,
+        };
+        let open = Arc::new(AtomicUsize::new(0));
+        let mut stream = EventStream::open(
+            bus,
+            &topics,
+            Some(cursor),
+            config,
+            Shutdown::new(),
+            Metrics::new(),
+            Permit::acquire(&open, 1).unwrap(),
+        )
+        .await
+        .unwrap();
+        // The whole replay is ~2.3 MB; no write, and nothing held for one,
+        // may come near that.
+        let frame = 200;
+        let mut events = 0;
+        while events < 16_000 {
+            let chunk = stream.next().await.unwrap().unwrap();
+            assert!(
+                chunk.len() <= MAX_BATCH_BYTES + frame,
+                "a chunk of {} bytes",
+                chunk.len()
+            );
+            assert!(stream.pending_bytes <= MAX_BATCH_BYTES + frame);
+            events += chunk.windows(6).filter(|w| w == b"data: ").count();
+        }
+        assert_eq!(events, 16_000);
     }
 }

@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use self::relay::{Hub, Relay};
 use self::store::Store;
 use crate::error::Error;
-use crate::replay::Replay;
+use crate::replay::{Replay, Slice};
 use crate::stats::{BusStats, Counters};
 use crate::subscription::Subscription;
 
@@ -60,6 +60,10 @@ pub struct RedisConfig {
     /// Events a local subscriber may fall behind before it counts as
     /// lagging (the capacity of each topic's broadcast ring).
     pub queue_capacity: usize,
+    /// Most topics a subscriber process follows at once (each costs a
+    /// broadcast ring and a channel subscription); a new one past it is
+    /// refused with [`Error::TooManyTopics`].
+    pub max_topics: usize,
     /// How often the subscriber relay proves that pub/sub delivers.
     pub ping_interval: Duration,
     /// How long a health check may take before the connection counts as
@@ -82,6 +86,7 @@ impl Default for RedisConfig {
             history_size: 1000,
             history_ttl: Duration::from_secs(86_400),
             queue_capacity: 1024,
+            max_topics: 10_000,
             ping_interval: Duration::from_secs(1),
             ping_timeout: Duration::from_millis(1000),
             backoff_min: Duration::from_millis(500),
@@ -137,6 +142,7 @@ impl RedisEngine {
             Error::Unavailable(why) | Error::Corrupt(why) => {
                 Error::Unavailable(format!("cannot reach Redis at {url}: {why}"))
             }
+            Error::TooManyTopics(_) => error,
         };
         store.ping().await.map_err(unreachable)?;
         store.load_script().await.map_err(unreachable)?;
@@ -198,8 +204,13 @@ impl RedisEngine {
         })
     }
 
-    pub async fn replay(&self, topic: &str, after: Position) -> Result<Replay, Error> {
-        let replay = self.store.replay(&Arc::from(topic), after).await?;
+    pub async fn replay(
+        &self,
+        topic: &str,
+        after: Position,
+        slice: Slice,
+    ) -> Result<Replay, Error> {
+        let replay = self.store.replay(&Arc::from(topic), after, slice).await?;
         Counters::add(
             &self.store.counters.replayed_events,
             replay.events.len() as u64,
@@ -217,6 +228,11 @@ impl RedisEngine {
                 .await
                 .is_ok_and(|result| result.is_ok()),
         }
+    }
+
+    /// Topics followed for local subscribers (0 for a publisher).
+    pub fn topic_count(&self) -> usize {
+        self.hub.as_ref().map_or(0, |hub| hub.topic_count())
     }
 
     pub fn role(&self) -> Role {

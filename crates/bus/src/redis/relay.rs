@@ -48,6 +48,7 @@ use tracing::{debug, info, warn};
 use super::schema::{self, Message};
 use super::store::Store;
 use crate::error::Error;
+use crate::replay::Slice;
 use crate::stats::Counters;
 use crate::subscription::Subscription;
 
@@ -89,6 +90,8 @@ pub(crate) struct Hub {
     generations: AtomicU64,
     /// Capacity of each feed's broadcast ring.
     queue_capacity: usize,
+    /// Most feeds at once; see [`RedisConfig::max_topics`](super::RedisConfig::max_topics).
+    max_topics: usize,
     /// How long `subscribe` waits for the relay to confirm.
     confirm_timeout: Duration,
 }
@@ -140,6 +143,9 @@ impl Hub {
         let (subscription, mut active, created, last) = {
             let mut feeds = self.lock();
             let created = !feeds.contains_key(topic);
+            if created && feeds.len() >= self.max_topics {
+                return Err(Error::TooManyTopics(self.max_topics));
+            }
             if created {
                 let (sender, _) = broadcast::channel(self.queue_capacity.max(1));
                 feeds.insert(
@@ -183,6 +189,11 @@ impl Hub {
             )),
             Err(_) => Err(Error::Timeout(self.confirm_timeout)),
         }
+    }
+
+    /// Topics with a feed in this process.
+    pub(crate) fn topic_count(&self) -> usize {
+        self.lock().len()
     }
 
     /// Drops every feed: their subscribers see the end of the feed.
@@ -306,6 +317,7 @@ impl Relay {
             ready: watch::channel(false).0,
             generations: AtomicU64::new(0),
             queue_capacity: config.queue_capacity,
+            max_topics: config.max_topics,
             confirm_timeout: config.operation_timeout() * 2,
         });
         let token = format!("{:016x}", rand::random::<u64>());
@@ -535,7 +547,7 @@ impl Relay {
             return Ok(());
         };
         let replay = match self
-            .store_call("refill", self.store.replay(topic, last))
+            .store_call("refill", self.store.replay(topic, last, Slice::ALL))
             .await
         {
             Ok(replay) => replay,

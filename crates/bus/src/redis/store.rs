@@ -30,7 +30,7 @@ use shared_types::{Epoch, Event, Position};
 use super::RedisConfig;
 use super::schema::{self, Entry, Keys};
 use crate::error::Error;
-use crate::replay::{self, HistoryBounds, Replay};
+use crate::replay::{self, HistoryBounds, Replay, Slice};
 use crate::stats::Counters;
 
 /// Events a replay may return beyond `history_size`. `MAXLEN ~` trims whole
@@ -425,16 +425,23 @@ impl Store {
         self.config.history_size.max(1).saturating_add(REPLAY_SLACK)
     }
 
-    /// The retained events after `after`, by the rules of [`replay::plan`].
-    pub(crate) async fn replay(&self, topic: &Arc<str>, after: Position) -> Result<Replay, Error> {
+    /// The retained events after `after`, by the rules of [`replay::plan`],
+    /// at most one `slice` of them.
+    pub(crate) async fn replay(
+        &self,
+        topic: &Arc<str>,
+        after: Position,
+        slice: Slice,
+    ) -> Result<Replay, Error> {
         let cap = self.replay_cap();
+        let count = cap.min(slice.events.max(1));
         // Guess the common case (the reader is covered) and read from just
         // after its position; if the plan says otherwise, read again from
         // where it says. Two reads suffice unless the topic changes under
         // us between them, hence the small retry bound.
         let mut from = after.offset.saturating_add(1);
         for _ in 0..3 {
-            let snapshot = self.snapshot(topic, from, cap).await?;
+            let snapshot = self.snapshot(topic, from, count).await?;
             let bounds = match snapshot.head {
                 None => HistoryBounds {
                     epoch: Epoch::NONE,
@@ -456,10 +463,13 @@ impl Store {
                 from = plan.from;
                 continue;
             }
-            let events = contiguous(topic, bounds, plan.from, snapshot.entries)?;
+            let mut events = contiguous(topic, bounds, plan.from, count, snapshot.entries)?;
+            events.truncate(slice.fit(&events));
+            let last = plan.from.saturating_sub(1) + events.len() as u64;
             return Ok(Replay {
                 reset: plan.reset,
                 start: plan.start,
+                more: last < bounds.head,
                 events,
             });
         }
@@ -469,14 +479,16 @@ impl Store {
     }
 }
 
-/// Turns the entries from `from` to the head into events, checking they are
-/// exactly `from, from + 1, ..., head`: a hole or an entry past the head
-/// means meta and stream disagree, and a reader must not be given a history
-/// that silently skips.
+/// Turns the entries from `from` to the head (or the first `count` of them)
+/// into events, checking they are exactly `from, from + 1, ...`: a hole, an
+/// entry past the head or a range that stops short of it means meta and
+/// stream disagree, and a reader must not be given a history that silently
+/// skips.
 fn contiguous(
     topic: &Arc<str>,
     bounds: HistoryBounds,
     from: u64,
+    count: usize,
     entries: Vec<Entry>,
 ) -> Result<Vec<Arc<Event>>, Error> {
     if from > bounds.head {
@@ -500,7 +512,7 @@ fn contiguous(
         )));
         expected += 1;
     }
-    if expected != bounds.head + 1 {
+    if expected != bounds.head + 1 && events.len() < count {
         return Err(Error::Corrupt(format!(
             "history of topic {topic} ends at {} but its head is {}",
             expected - 1,
@@ -635,19 +647,30 @@ mod tests {
             data: "d".into(),
         };
         assert_eq!(
-            contiguous(&topic, bounds, 2, vec![entry(2), entry(3)])
+            contiguous(&topic, bounds, 2, 100, vec![entry(2), entry(3)])
                 .unwrap()
                 .len(),
             2
         );
-        assert!(contiguous(&topic, bounds, 4, vec![]).unwrap().is_empty());
+        assert!(
+            contiguous(&topic, bounds, 4, 100, vec![])
+                .unwrap()
+                .is_empty()
+        );
+        // A slice may stop short of the head when it is full.
+        assert_eq!(
+            contiguous(&topic, bounds, 1, 2, vec![entry(1), entry(2)])
+                .unwrap()
+                .len(),
+            2
+        );
         for entries in [
             vec![entry(1), entry(3)],
             vec![entry(1), entry(2)],
             vec![entry(1), entry(2), entry(3), entry(4)],
         ] {
             assert!(matches!(
-                contiguous(&topic, bounds, 1, entries),
+                contiguous(&topic, bounds, 1, 100, entries),
                 Err(Error::Corrupt(_))
             ));
         }

@@ -1,7 +1,7 @@
 //! One behavioural suite, run against every engine: what the gateway and
 //! ingest rely on must not depend on which engine is configured.
 
-use bus::{Recv, ResetReason};
+use bus::{Error, Recv, ResetReason, Slice};
 use shared_types::{Epoch, Position};
 
 use crate::helpers::{Kind, Sizes, next_event, offsets};
@@ -29,6 +29,8 @@ macro_rules! for_each_engine {
 }
 
 for_each_engine!(
+    a_replay_in_slices_gives_every_retained_event_once,
+    subscribing_to_a_topic_past_max_topics_is_refused_until_one_is_left,
     publish_assigns_contiguous_offsets_and_moves_the_head,
     topics_have_independent_epochs_and_offsets,
     a_subscriber_gets_each_event_published_after_subscribing_once_in_order,
@@ -404,4 +406,81 @@ async fn fresh_subscribers_start_at_the_head_and_miss_nothing_after_it(kind: Kin
         // The topic was live in this process: no head was read from Redis.
         assert_eq!(engine.bus.stats().local_heads, joins);
     }
+}
+
+async fn a_replay_in_slices_gives_every_retained_event_once(kind: Kind) {
+    let engine = kind.start(Sizes::default()).await;
+    for i in 1..=50 {
+        engine
+            .publisher
+            .publish("t", "message", &format!("m{i}"))
+            .await
+            .unwrap();
+    }
+    let slice = Slice {
+        events: 8,
+        bytes: usize::MAX,
+    };
+    let mut after = Position::START;
+    let mut seen = Vec::new();
+    let mut slices = 0;
+    loop {
+        let replay = engine.bus.replay_slice("t", after, slice).await.unwrap();
+        assert_eq!(replay.reset, None);
+        assert!(replay.events.len() <= 8, "{} events", replay.events.len());
+        slices += 1;
+        seen.extend(replay.events.iter().map(|e| e.data.clone()));
+        after = replay.events.last().map_or(after, |e| e.position);
+        if !replay.more {
+            break;
+        }
+    }
+    assert_eq!(seen, (1..=50).map(|i| format!("m{i}")).collect::<Vec<_>>());
+    assert_eq!(slices, 7);
+    // Bytes bound a slice too, but one event always comes.
+    let one = Slice {
+        events: 100,
+        bytes: 1,
+    };
+    let replay = engine
+        .bus
+        .replay_slice("t", Position::START, one)
+        .await
+        .unwrap();
+    assert_eq!((replay.events.len(), replay.more), (1, true));
+}
+
+async fn subscribing_to_a_topic_past_max_topics_is_refused_until_one_is_left(kind: Kind) {
+    let engine = kind
+        .start(Sizes {
+            max_topics: 2,
+            ..Sizes::default()
+        })
+        .await;
+    let a = engine.bus.subscribe("a").await.unwrap();
+    let _b = engine.bus.subscribe("b").await.unwrap();
+    assert!(matches!(
+        engine.bus.subscribe("c").await,
+        Err(Error::TooManyTopics(2))
+    ));
+    // A second subscriber of a held topic costs no new topic.
+    let _a2 = engine.bus.subscribe("a").await.unwrap();
+    assert_eq!(engine.bus.topic_count(), 2);
+    drop(a);
+    drop(_a2);
+    // The Redis relay frees a feed at once; unsubscribing follows later.
+    assert!(
+        testkit::wait_until(crate::helpers::EVENT_TIMEOUT, || async {
+            engine.bus.topic_count() == 1
+        })
+        .await,
+        "topic a was not released"
+    );
+    let mut c = engine.bus.subscribe("c").await.unwrap();
+    engine
+        .publisher
+        .publish("c", "message", "hi")
+        .await
+        .unwrap();
+    assert_eq!(next_event(&mut c).await.data, "hi");
 }

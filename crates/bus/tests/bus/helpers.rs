@@ -22,6 +22,7 @@ pub(crate) enum Kind {
 pub(crate) struct Sizes {
     pub(crate) history_size: usize,
     pub(crate) queue_capacity: usize,
+    pub(crate) max_topics: usize,
 }
 
 impl Default for Sizes {
@@ -29,6 +30,7 @@ impl Default for Sizes {
         Self {
             history_size: 1000,
             queue_capacity: 1024,
+            max_topics: 10_000,
         }
     }
 }
@@ -50,6 +52,7 @@ impl Kind {
                 let bus = Bus::memory(MemoryConfig {
                     history_size: sizes.history_size,
                     queue_capacity: sizes.queue_capacity,
+                    max_topics: sizes.max_topics,
                     ..MemoryConfig::default()
                 });
                 Engine {
@@ -63,6 +66,7 @@ impl Kind {
                 let config = RedisConfig {
                     history_size: sizes.history_size,
                     queue_capacity: sizes.queue_capacity,
+                    max_topics: sizes.max_topics,
                     ..redis_config(&server)
                 };
                 Engine {
