@@ -104,6 +104,11 @@ impl Service {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// The process id while it runs, to read its `/proc` entries.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// What the process logged so far, for failure messages.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
