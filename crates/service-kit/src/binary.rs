@@ -39,12 +39,16 @@ where
         Ok(Command::Run { config_file }) => config_file,
         Ok(Command::Help) => {
             println!(
-                "{name}: part of event-stream\n\nUSAGE: {name} [--config FILE]\n\n\
+                "{name}: part of event-stream\n\nUSAGE: {name} [--config FILE] | --version | --help\n\n\
                  Settings come from built-in defaults, then FILE (TOML), then\n\
                  environment variables ES__<SECTION>__<KEY>, e.g. ES__HTTP__PORT=8080.\n\
                  See README.md for every key.",
                 name = defaults.name
             );
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::Version) => {
+            println!("{} {}", defaults.name, env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
         Err(error) => {

@@ -5,7 +5,8 @@
 //! environment variables `ES__<SECTION>__<KEY>` (for example
 //! `ES__HTTP__PORT=8080`). `__` separates levels so keys may contain `_`.
 //! A value that does not parse or breaks a rule stops the start with an
-//! error naming the key.
+//! error naming the key, and so does a key no setting has (a misspelled
+//! key would otherwise be ignored silently), with the nearest valid one.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -132,6 +133,14 @@ pub enum SettingsError {
         env: String,
         why: String,
     },
+    #[error("invalid configuration: unknown key {key} ({origin}){hint}")]
+    Unknown {
+        key: String,
+        /// Where it came from: the env variable or the file.
+        origin: String,
+        /// `; did you mean ...?` or a list of the section's keys.
+        hint: String,
+    },
     #[error("{0}")]
     Usage(String),
 }
@@ -141,15 +150,17 @@ pub enum SettingsError {
 pub enum Command {
     Run { config_file: Option<PathBuf> },
     Help,
+    Version,
 }
 
-/// Parses `--config FILE`, `--config=FILE` and `--help`.
+/// Parses `--config FILE`, `--config=FILE`, `--help` and `--version`.
 pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, SettingsError> {
     let mut config_file = None;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
+            "-V" | "--version" => return Ok(Command::Version),
             "--config" | "-c" => {
                 let file = args
                     .next()
@@ -190,15 +201,23 @@ impl Settings {
             .add_source(File::from_str(DEFAULTS, FileFormat::Toml))
             .set_default("http.port", i64::from(defaults.port))?
             .set_default("bus.engine", engine)?;
+        let known = leaf_keys(builder.build_cloned()?)?;
         if let Some(file) = file {
             builder = builder.add_source(File::from(file).format(FileFormat::Toml).required(true));
         }
+        let env = env.unwrap_or_else(|| std::env::vars().collect());
         let environment = Environment::with_prefix("ES")
             .prefix_separator("__")
             .separator("__")
             .try_parsing(true)
-            .source(env);
-        let settings: Settings = builder.add_source(environment).build()?.try_deserialize()?;
+            .source(Some(env.clone()));
+        let config = builder.add_source(environment).build()?;
+        for key in leaf_keys(config.clone())? {
+            if !known.contains(&key) {
+                return Err(unknown(key, &known, &env, file));
+            }
+        }
+        let settings: Settings = config.try_deserialize()?;
         settings.check()?;
         Ok(settings)
     }
@@ -259,8 +278,8 @@ impl Settings {
                 "must be 1 or more of A-Z, a-z, 0-9, '_', '.', ':', '-'".into(),
             ));
         }
-        if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
-            return Err(rule("log.level", format!("is not a valid filter: {error}")));
+        if let Err(why) = check_log_level(&self.log.level) {
+            return Err(rule("log.level", why));
         }
         Ok(())
     }
@@ -319,6 +338,95 @@ fn open_file_limit() -> Option<usize> {
         .lines()
         .find(|line| line.starts_with("Max open files"))?;
     line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// Every leaf of a configuration tree as `section.key`.
+fn leaf_keys(config: Config) -> Result<std::collections::BTreeSet<String>, SettingsError> {
+    fn walk(
+        prefix: String,
+        value: serde_json::Value,
+        out: &mut std::collections::BTreeSet<String>,
+    ) {
+        match value {
+            serde_json::Value::Object(table) => {
+                for (key, value) in table {
+                    walk(format!("{prefix}{key}."), value, out);
+                }
+            }
+            _ => {
+                out.insert(prefix.trim_end_matches('.').to_owned());
+            }
+        }
+    }
+    let mut out = std::collections::BTreeSet::new();
+    walk(String::new(), config.try_deserialize()?, &mut out);
+    Ok(out)
+}
+
+/// The error for a key no setting has: where it came from and the nearest
+/// valid key (by edit distance), else the keys of its section.
+fn unknown(
+    key: String,
+    known: &std::collections::BTreeSet<String>,
+    env: &HashMap<String, String>,
+    file: Option<&Path>,
+) -> SettingsError {
+    let variable = format!("ES__{}", key.replace('.', "__").to_uppercase());
+    let origin = if env.keys().any(|name| name.eq_ignore_ascii_case(&variable)) {
+        format!("env {variable}")
+    } else {
+        match file {
+            Some(file) => format!("in {}", file.display()),
+            None => "not set by any source".to_owned(),
+        }
+    };
+    let nearest = known
+        .iter()
+        .map(|candidate| (strsim::levenshtein(&key, candidate), candidate))
+        .min();
+    let hint = match nearest {
+        Some((distance, candidate)) if distance <= 3.max(key.len() / 4) => {
+            format!("; did you mean {candidate}?")
+        }
+        _ => {
+            let section = key.split('.').next().unwrap_or_default();
+            let keys: Vec<&str> = known
+                .iter()
+                .filter(|k| k.split('.').next() == Some(section))
+                .map(String::as_str)
+                .collect();
+            if keys.is_empty() {
+                let sections: std::collections::BTreeSet<&str> =
+                    known.iter().filter_map(|k| k.split('.').next()).collect();
+                format!("; the sections are {}", Vec::from_iter(sections).join(", "))
+            } else {
+                format!("; the keys of [{section}] are {}", keys.join(", "))
+            }
+        }
+    };
+    SettingsError::Unknown { key, origin, hint }
+}
+
+/// A tracing filter whose every directive names a level: `info`, or
+/// `target=level`. A bare word is a valid tracing directive (a target at
+/// every level), so `verbose` would silently log nothing but `verbose`'s
+/// spans; here it is an error instead.
+fn check_log_level(filter: &str) -> Result<(), String> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    for directive in filter.split(',').map(str::trim) {
+        let level = directive
+            .rsplit_once('=')
+            .map_or(directive, |(_, level)| level);
+        if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            return Err(format!(
+                "{directive:?} names no level; use one of {} or target=level (e.g. info,bus=debug)",
+                LEVELS.join(", ")
+            ));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(filter)
+        .map(drop)
+        .map_err(|error| format!("is not a valid filter: {error}"))
 }
 
 fn rule(key: &'static str, why: String) -> SettingsError {
@@ -447,6 +555,51 @@ mod tests {
     }
 
     #[test]
+    fn unknown_keys_stop_the_start_naming_the_key_and_the_nearest_valid_one() {
+        let error = Settings::load_from(STANDALONE, None, env(&[("ES__HTTP__PROT", "1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("http.prot"), "{error}");
+        assert!(error.contains("env ES__HTTP__PROT"), "{error}");
+        assert!(error.contains("did you mean http.port?"), "{error}");
+
+        let dir = std::env::temp_dir().join(format!("es-unknown-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "[stream]\nkeepalive = 5\n[nonsense]\nx = 1\n").unwrap();
+        let error = Settings::load_from(STANDALONE, Some(&file), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("unknown key") && error.contains(&file.display().to_string()),
+            "{error}"
+        );
+        assert!(
+            error.contains("nonsense.x") || error.contains("stream.keepalive"),
+            "{error}"
+        );
+
+        let error = Settings::load_from(STANDALONE, None, env(&[("ES__ZZZ__QQQQQQQQ", "1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("the sections are bus, http, log"), "{error}");
+    }
+
+    #[test]
+    fn a_log_level_must_name_a_level() {
+        for good in ["info", "warn,bus=debug", "DEBUG", "off"] {
+            let settings = Settings::load_from(STANDALONE, None, env(&[("ES__LOG__LEVEL", good)]));
+            assert!(settings.is_ok(), "{good}: {:?}", settings.err());
+        }
+        for bad in ["verbose", "info,bus", "bus=loud"] {
+            let error = Settings::load_from(STANDALONE, None, env(&[("ES__LOG__LEVEL", bad)]))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("log.level"), "{bad}: {error}");
+        }
+    }
+
+    #[test]
     fn max_streams_defaults_below_the_open_file_limit() {
         let settings = Settings::load_from(STANDALONE, None, env(&[])).unwrap();
         let limit = open_file_limit().unwrap();
@@ -488,6 +641,7 @@ mod tests {
             }
         );
         assert_eq!(args(&["--help"]).unwrap(), Command::Help);
+        assert_eq!(args(&["--version"]).unwrap(), Command::Version);
         assert!(args(&["--bogus"]).is_err());
         assert!(args(&["--config"]).is_err());
     }
