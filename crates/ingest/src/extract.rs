@@ -120,9 +120,20 @@ impl FromRequest for PublishBody {
                 let body = web::Bytes::from_request(req, payload);
                 Box::pin(async move {
                     let body = body.await.map_err(|error| payload_error(&error, limit))?;
-                    urlencoded::parse(&body).map(PublishBody).map_err(|why| {
-                        PublishError::Invalid(format!("malformed form body: {why}")).into()
-                    })
+                    let request = urlencoded::parse(&body).map_err(|why| {
+                        PublishError::Invalid(format!("malformed form body: {why}"))
+                    })?;
+                    // `curl -d '{"message":...}'` sends JSON labelled as a
+                    // form: say so rather than only "message is required".
+                    if request.message.is_none() && looks_like_json(&body) {
+                        return Err(PublishError::Invalid(
+                            "message is required; the body looks like JSON but was sent as a \
+                             form: send it with Content-Type: application/json"
+                                .to_owned(),
+                        )
+                        .into());
+                    }
+                    Ok(PublishBody(request))
                 })
             }
             "multipart/form-data" => {
@@ -165,6 +176,14 @@ fn payload_error(error: &actix_web::Error, limit: usize) -> actix_web::Error {
         Some(PayloadError::Overflow) => PublishError::TooLarge(limit).into(),
         _ => PublishError::Invalid(format!("unreadable body: {}", clip(&error.to_string()))).into(),
     }
+}
+
+/// A body whose first visible byte opens a JSON object or array.
+fn looks_like_json(body: &[u8]) -> bool {
+    matches!(
+        body.iter().find(|byte| !byte.is_ascii_whitespace()),
+        Some(b'{' | b'[')
+    )
 }
 
 fn content_length(req: &HttpRequest) -> Option<usize> {

@@ -186,3 +186,28 @@ async fn a_form_in_an_unknown_charset_gets_415() {
     .await;
     app.assert_nothing_published(&[], "unknown charset").await;
 }
+
+#[tokio::test]
+async fn json_sent_as_a_form_gets_400_with_a_content_type_hint() {
+    let app = spawn_app().await;
+    let hint = "request validation error: message is required; the body looks like JSON \
+                but was sent as a form: send it with Content-Type: application/json";
+    for body in [r#"{"message":"hi"}"#, " \n[1]"] {
+        let response = app
+            .post_raw(Some("application/x-www-form-urlencoded"), body)
+            .await;
+        assert_fail(response, StatusCode::BAD_REQUEST, hint, body).await;
+    }
+    // A form without a message that is not JSON keeps the plain reason.
+    let response = app
+        .post_raw(Some("application/x-www-form-urlencoded"), "topic=x")
+        .await;
+    assert_fail(
+        response,
+        StatusCode::BAD_REQUEST,
+        "request validation error: message is required",
+        "form without message",
+    )
+    .await;
+    app.assert_nothing_published(&[], "json as a form").await;
+}
