@@ -12,9 +12,13 @@
 //!   message encoding and the decoders for everything read back.
 //! - `store`: commands (publish, head, replay) under
 //!   one deadline each.
-//! - `relay`: the pub/sub connection, its supervision, the
-//!   per-topic hub and gap refilling.
+//! - `hub`: the per-topic fan-out inside this process: one broadcast
+//!   ring per topic with local subscribers, and what the relay must
+//!   (un)subscribe.
+//! - `relay`: the pub/sub connection, its supervision and gap
+//!   refilling.
 
+mod hub;
 mod relay;
 mod schema;
 mod store;
@@ -25,7 +29,8 @@ use std::time::Duration;
 use shared_types::Position;
 use tokio_util::sync::CancellationToken;
 
-use self::relay::{Hub, Relay};
+use self::hub::Hub;
+use self::relay::Relay;
 use self::store::Store;
 use crate::error::Error;
 use crate::replay::{Replay, Slice};

@@ -1,14 +1,5 @@
-//! The subscriber side: one pub/sub connection per process, kept alive, and
-//! a local hub that fans its messages out per topic without gaps.
-//!
-//! # The hub
-//! The [`Hub`] maps each topic with local subscribers to a [`Feed`]: its
-//! broadcast sender, the last position delivered, and how many local
-//! subscribers it has. The map is the truth about what this process wants:
-//! [`Hub::subscribe`] and the release of the last subscriber change it,
-//! then ask the relay to reconcile that topic. The relay compares the map
-//! with what the connection is subscribed to and sends SUBSCRIBE or
-//! UNSUBSCRIBE, so requests can never be applied in the wrong order.
+//! The subscriber side: one pub/sub connection per process, kept alive,
+//! feeding the [`Hub`] without gaps.
 //!
 //! # Contiguity
 //! Offsets of a topic are contiguous within an epoch, so the relay knows
@@ -30,204 +21,31 @@
 //! session; the relay reconnects with exponential backoff (reset only after
 //! a session that passed two checks, so a flapping Redis is not hammered).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use ::redis::Msg;
 use ::redis::aio::{PubSubSink, PubSubStream};
 use futures_util::StreamExt;
-use shared_types::{Event, Position};
-use tokio::sync::{broadcast, mpsc, watch};
+use shared_types::Position;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::schema::{self, Message};
+use super::hub::{Hub, deliver, feed_mut};
+use super::schema;
 use super::store::Store;
 use crate::error::Error;
 use crate::replay::Slice;
 use crate::stats::Counters;
-use crate::subscription::Subscription;
 
 /// Most channels named in one SUBSCRIBE, so resubscribing thousands of
 /// topics after a reconnect does not build one enormous command.
 const SUBSCRIBE_CHUNK: usize = 500;
-
-/// One topic's live feed inside this process.
-struct Feed {
-    /// One ring per topic: an event is stored once however many local
-    /// subscribers read it, and a slow one lags instead of blocking.
-    sender: broadcast::Sender<Arc<Event>>,
-    /// Local subscribers; the feed (and the Redis subscription) goes when
-    /// the last one drops.
-    subscribers: usize,
-    /// Tells a release which feed it belongs to, should the topic have been
-    /// dropped and subscribed again in between.
-    generation: u64,
-    /// The newest position delivered, the base of gap detection. `None`
-    /// only when the head could not be read at activation; the first
-    /// message then sets it.
-    last: Option<Position>,
-    /// False until the relay has confirmed SUBSCRIBE and read the head;
-    /// `subscribe` waits for true, the relay delivers nothing before it.
-    active: watch::Sender<bool>,
-}
-
-/// Per-topic fan-out for this process, shared by the engine, the release
-/// callbacks of subscriptions, and the relay.
-pub(crate) struct Hub {
-    feeds: Mutex<HashMap<Arc<str>, Feed>>,
-    /// Topics whose feed changed and need reconciling with Redis.
-    reconcile: mpsc::UnboundedSender<Arc<str>>,
-    /// A pub/sub session is up: new subscriptions can be confirmed.
-    connected: AtomicBool,
-    /// The last health check arrived in time.
-    ready: watch::Sender<bool>,
-    /// Source of [`Feed::generation`].
-    generations: AtomicU64,
-    /// Capacity of each feed's broadcast ring.
-    queue_capacity: usize,
-    /// Most feeds at once; see [`RedisConfig::max_topics`](super::RedisConfig::max_topics).
-    max_topics: usize,
-    /// How long `subscribe` waits for the relay to confirm.
-    confirm_timeout: Duration,
-}
-
-impl std::fmt::Debug for Hub {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // try_lock: formatting must never wait on (or deadlock with) delivery.
-        let topics = self.feeds.try_lock().map(|feeds| feeds.len()).ok();
-        f.debug_struct("Hub")
-            .field("topics", &topics)
-            .field("connected", &self.connected.load(Ordering::Relaxed))
-            .field("ready", &*self.ready.borrow())
-            .finish_non_exhaustive()
-    }
-}
-
-impl Hub {
-    /// Locks ignoring poison: every critical section leaves the map
-    /// consistent, so one panic must not stop all delivery.
-    fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, Feed>> {
-        self.feeds
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    pub(crate) fn is_ready(&self) -> bool {
-        self.connected.load(Ordering::Acquire) && *self.ready.borrow()
-    }
-
-    /// Joins the topic's feed; returns once Redis has confirmed the channel
-    /// subscription, so any event published after this returns is delivered.
-    ///
-    /// While the pub/sub connection is down this fails at once rather than
-    /// waiting: the caller (the gateway) answers 503 and the client retries,
-    /// which beats holding requests open for an outage of unknown length.
-    ///
-    /// Also returns the feed's last delivered position when the feed was
-    /// already active: the subscription then carries exactly the events
-    /// after it.
-    pub(crate) async fn subscribe(
-        self: &Arc<Self>,
-        topic: &str,
-    ) -> Result<(Subscription, Option<Position>), Error> {
-        if !self.connected.load(Ordering::Acquire) {
-            return Err(Error::Unavailable(
-                "Redis pub/sub connection is down; reconnecting".into(),
-            ));
-        }
-        let (subscription, mut active, created, last) = {
-            let mut feeds = self.lock();
-            let created = !feeds.contains_key(topic);
-            if created && feeds.len() >= self.max_topics {
-                return Err(Error::TooManyTopics(self.max_topics));
-            }
-            if created {
-                let (sender, _) = broadcast::channel(self.queue_capacity.max(1));
-                feeds.insert(
-                    Arc::from(topic),
-                    Feed {
-                        sender,
-                        subscribers: 0,
-                        generation: self.generations.fetch_add(1, Ordering::Relaxed),
-                        last: None,
-                        active: watch::channel(false).0,
-                    },
-                );
-            }
-            let (topic, feed) = feed_mut(&mut feeds, topic)
-                .ok_or_else(|| Error::Unavailable("hub lost a topic".into()))?;
-            feed.subscribers += 1;
-            // The receiver exists before activation, so nothing the relay
-            // delivers after confirming can slip past this subscriber.
-            let receiver = feed.sender.subscribe();
-            let hub = Arc::downgrade(self);
-            let generation = feed.generation;
-            let release_topic = topic.clone();
-            let release = Box::new(move || release(&hub, &release_topic, generation));
-            let subscription = Subscription::new(receiver, Some(release));
-            let active = feed.active.subscribe();
-            // An active feed's `last` is the newest event its sender has
-            // carried, read under the same lock as the receiver was made:
-            // this receiver gets exactly the events after it.
-            let last = if *active.borrow() { feed.last } else { None };
-            if created {
-                let _ = self.reconcile.send(topic);
-            }
-            (subscription, active, created, last)
-        };
-        debug!(%topic, created, "waiting for the relay to confirm a subscription");
-        // Dropping `subscription` on any error below releases it again.
-        match tokio::time::timeout(self.confirm_timeout, active.wait_for(|active| *active)).await {
-            Ok(Ok(_)) => Ok((subscription, last)),
-            Ok(Err(_)) => Err(Error::Unavailable(
-                "the bus shut down before the subscription was confirmed".into(),
-            )),
-            Err(_) => Err(Error::Timeout(self.confirm_timeout)),
-        }
-    }
-
-    /// Topics with a feed in this process.
-    pub(crate) fn topic_count(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// Drops every feed: their subscribers see the end of the feed.
-    fn close(&self) {
-        self.connected.store(false, Ordering::Release);
-        self.ready.send_replace(false);
-        self.lock().clear();
-    }
-}
-
-/// The feed of `topic` with the map's own key, shared by every event.
-fn feed_mut<'a>(
-    feeds: &'a mut HashMap<Arc<str>, Feed>,
-    topic: &str,
-) -> Option<(Arc<str>, &'a mut Feed)> {
-    let key = feeds.get_key_value(topic)?.0.clone();
-    Some((key, feeds.get_mut(topic)?))
-}
-
-/// Run when a subscription drops: the last local subscriber of a topic
-/// takes the feed with it and asks the relay to unsubscribe.
-fn release(hub: &Weak<Hub>, topic: &Arc<str>, generation: u64) {
-    let Some(hub) = hub.upgrade() else { return };
-    let mut feeds = hub.lock();
-    if let Some(feed) = feeds.get_mut(topic)
-        && feed.generation == generation
-    {
-        feed.subscribers = feed.subscribers.saturating_sub(1);
-        if feed.subscribers == 0 {
-            feeds.remove(topic);
-            let _ = hub.reconcile.send(topic.clone());
-        }
-    }
-}
 
 /// Where a position stands relative to what a feed delivered.
 #[derive(Debug, PartialEq, Eq)]
@@ -310,16 +128,7 @@ impl Relay {
         let client = ::redis::Client::open(config.url.as_str())
             .map_err(|e| Error::Unavailable(format!("invalid Redis URL {}: {e}", store.url)))?;
         let (reconcile, commands) = mpsc::unbounded_channel();
-        let hub = Arc::new(Hub {
-            feeds: Mutex::new(HashMap::new()),
-            reconcile,
-            connected: AtomicBool::new(false),
-            ready: watch::channel(false).0,
-            generations: AtomicU64::new(0),
-            queue_capacity: config.queue_capacity,
-            max_topics: config.max_topics,
-            confirm_timeout: config.operation_timeout() * 2,
-        });
+        let hub = Arc::new(Hub::new(config, reconcile));
         let token = format!("{:016x}", rand::random::<u64>());
         let mut relay = Relay {
             health_channel: store.keys.health_channel(&token),
@@ -763,19 +572,6 @@ impl Relay {
         join.extend(pending);
         self.catch_up(&join).await
     }
-}
-
-/// Sends a message's event to the feed and advances its base.
-fn deliver(feed: &mut Feed, topic: &Arc<str>, message: Message) {
-    feed.last = Some(message.position);
-    let event = Event::new(
-        topic.clone(),
-        message.position,
-        message.event_type,
-        message.data,
-    );
-    // No receiver is fine: they may all be dropping right now.
-    let _ = feed.sender.send(Arc::new(event));
 }
 
 #[cfg(test)]
