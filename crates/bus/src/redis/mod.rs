@@ -10,6 +10,9 @@
 //! # Layout
 //! - `schema`: key names, the publish script, the pub/sub
 //!   message encoding and the decoders for everything read back.
+//! - `connections`: one multiplexed connection per thread, opened on first
+//!   use and replaced when it fails; the clock offset to Redis; the
+//!   deadline of every operation.
 //! - `store`: commands (publish, head, replay) under
 //!   one deadline each.
 //! - `hub`: the per-topic fan-out inside this process: one broadcast
@@ -18,6 +21,7 @@
 //! - `relay`: the pub/sub connection, its supervision and gap
 //!   refilling.
 
+mod connections;
 mod hub;
 mod relay;
 mod schema;
@@ -137,7 +141,7 @@ impl RedisEngine {
     /// pub/sub delivers. Later outages are retried forever in the
     /// background.
     pub async fn connect(config: RedisConfig, role: Role) -> Result<Arc<Self>, Error> {
-        let url = store::redact(&config.url);
+        let url = connections::redact(&config.url);
         let store = Arc::new(Store::new(config, url.clone())?);
         let unreachable = |error: Error| match error {
             Error::Timeout(bound) => Error::Unavailable(format!(
