@@ -6,8 +6,9 @@
 //! exactly what a feed should deliver next. A message at `last + 1` goes
 //! out; one at or below `last` is a duplicate and is dropped; one further
 //! ahead means pub/sub lost something, and the missing events are read from
-//! the stream and delivered first. A message of another epoch goes out as
-//! is: the history was recreated, and the reader's own replay reports that.
+//! the stream and delivered first ([`Position::sequence`] classifies). A
+//! message of another epoch goes out as is: the history was recreated, and
+//! the reader's own replay reports that.
 //! After every reconnect each feed is refilled from its last position, so
 //! an outage shows up as a delay, not as a gap.
 //!
@@ -30,7 +31,7 @@ use std::time::Duration;
 use ::redis::Msg;
 use ::redis::aio::{PubSubSink, PubSubStream};
 use futures_util::StreamExt;
-use shared_types::Position;
+use shared_types::{Position, Sequence};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -46,27 +47,6 @@ use crate::stats::Counters;
 /// Most channels named in one SUBSCRIBE, so resubscribing thousands of
 /// topics after a reconnect does not build one enormous command.
 const SUBSCRIBE_CHUNK: usize = 500;
-
-/// Where a position stands relative to what a feed delivered.
-#[derive(Debug, PartialEq, Eq)]
-enum Order {
-    /// Deliver it: the next offset, another epoch, or nothing known yet.
-    Next,
-    /// Already delivered.
-    Duplicate,
-    /// Events between the last delivered and this one are missing.
-    Gap,
-}
-
-fn order(last: Option<Position>, position: Position) -> Order {
-    match last {
-        None => Order::Next,
-        Some(last) if last.epoch != position.epoch => Order::Next,
-        Some(last) if position.offset <= last.offset => Order::Duplicate,
-        Some(last) if position.offset == last.offset + 1 => Order::Next,
-        Some(_) => Order::Gap,
-    }
-}
 
 /// Why a relay operation did not complete.
 #[derive(Debug)]
@@ -379,7 +359,7 @@ impl Relay {
             return Ok(());
         };
         for event in replay.events {
-            if order(feed.last, event.position) == Order::Duplicate {
+            if event.position.sequence(feed.last) == Sequence::Duplicate {
                 continue;
             }
             if Some(event.position) != live {
@@ -511,16 +491,20 @@ impl Relay {
                 // activation (and the reader's replay) covers it.
                 return Ok(());
             }
-            match order(feed.last, decoded.position) {
-                Order::Next => {
+            match decoded.position.sequence(feed.last) {
+                // Another epoch goes out too: the feed is shared by many
+                // readers, each of which finds the new history through its
+                // own replay (and tells its client with a reset); refilling
+                // here could not tell them apart.
+                Sequence::Next | Sequence::OtherEpoch => {
                     deliver(feed, &topic, decoded);
                     None
                 }
-                Order::Duplicate => {
+                Sequence::Duplicate => {
                     Counters::add(&self.store.counters.duplicates_dropped, 1);
                     None
                 }
-                Order::Gap => Some((topic, decoded)),
+                Sequence::Gap => Some((topic, decoded)),
             }
         };
         if let Some((topic, decoded)) = gap {
@@ -529,7 +513,7 @@ impl Relay {
             // the reader sees the jump and replays by itself.
             let mut feeds = self.hub.lock();
             if let Some(feed) = feeds.get_mut(&topic)
-                && order(feed.last, decoded.position) != Order::Duplicate
+                && decoded.position.sequence(feed.last) != Sequence::Duplicate
             {
                 deliver(feed, &topic, decoded);
             }
@@ -571,23 +555,5 @@ impl Relay {
         self.subscribe(session, &join).await?;
         join.extend(pending);
         self.catch_up(&join).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use shared_types::Epoch;
-
-    #[test]
-    fn order_follows_the_contiguity_rules() {
-        let at = |epoch, offset| Position::new(Epoch(epoch), offset);
-        assert_eq!(order(None, at(1, 9)), Order::Next);
-        assert_eq!(order(Some(at(1, 4)), at(1, 5)), Order::Next);
-        assert_eq!(order(Some(at(1, 4)), at(1, 4)), Order::Duplicate);
-        assert_eq!(order(Some(at(1, 4)), at(1, 2)), Order::Duplicate);
-        assert_eq!(order(Some(at(1, 4)), at(1, 6)), Order::Gap);
-        assert_eq!(order(Some(at(1, 4)), at(2, 1)), Order::Next);
-        assert_eq!(order(Some(at(1, 4)), at(2, 9)), Order::Next);
     }
 }
