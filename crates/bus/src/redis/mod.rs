@@ -10,6 +10,7 @@
 //! # Layout
 //! - `schema`: key names, the publish script, the pub/sub
 //!   message encoding and the decoders for everything read back.
+//! - `backoff`: exponential delays with jitter between reconnect attempts.
 //! - `connections`: one multiplexed connection per thread, opened on first
 //!   use and replaced when it fails; the clock offset to Redis; the
 //!   deadline of every operation.
@@ -21,6 +22,7 @@
 //! - `relay`: the pub/sub connection, its supervision and gap
 //!   refilling.
 
+mod backoff;
 mod connections;
 mod hub;
 mod relay;
@@ -78,10 +80,12 @@ pub struct RedisConfig {
     /// How long a health check may take before the connection counts as
     /// dead (a hung Redis answers nothing, it does not close).
     pub ping_timeout: Duration,
-    /// First delay before reconnecting the pub/sub connection.
+    /// Longest first delay before reconnecting the pub/sub connection.
     pub backoff_min: Duration,
     /// Longest delay between reconnect attempts; the delay doubles up to
-    /// this and resets after a healthy session.
+    /// this and resets after a healthy session. Each delay is drawn between
+    /// half of the current one and all of it, so processes cut off together
+    /// do not reconnect in lockstep.
     pub backoff_max: Duration,
 }
 

@@ -19,8 +19,9 @@
 //! channel private to this relay every `ping_interval`: only its arrival
 //! within `ping_timeout` proves that publishing and delivery both work.
 //! Readiness is exactly "the last check arrived". A failed check ends the
-//! session; the relay reconnects with exponential backoff (reset only after
-//! a session that passed two checks, so a flapping Redis is not hammered).
+//! session; the relay reconnects with jittered exponential backoff (reset
+//! only after a session that passed two checks, so a flapping Redis is not
+//! hammered).
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -37,6 +38,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::backoff::Backoff;
 use super::hub::{Hub, deliver, feed_mut};
 use super::schema;
 use super::store::Store;
@@ -145,7 +147,7 @@ impl Relay {
     /// Reconnects forever with backoff until shutdown, then closes the hub.
     async fn run(mut self, first: Session) {
         let config = self.store.config.clone();
-        let mut backoff = config.backoff_min;
+        let mut backoff = Backoff::new(config.backoff_min, config.backoff_max);
         let mut session = Some(first);
         loop {
             let current = match session.take() {
@@ -158,11 +160,11 @@ impl Relay {
                     }
                     Err(Stop::Shutdown) => break,
                     Err(Stop::Broken(why)) => {
-                        warn!(url = %self.store.url, %why, retry_in_ms = backoff.as_millis() as u64, "redis pub/sub reconnect failed");
-                        if self.pause(backoff).await.is_err() {
+                        let delay = backoff.next_delay();
+                        warn!(url = %self.store.url, %why, retry_in_ms = delay.as_millis() as u64, "redis pub/sub reconnect failed");
+                        if self.pause(delay).await.is_err() {
                             break;
                         }
-                        backoff = (backoff * 2).min(config.backoff_max);
                         continue;
                     }
                 },
@@ -177,12 +179,9 @@ impl Relay {
                     if healthy {
                         // A session that worked for a while: its failure says
                         // nothing about the next, so retry at once.
-                        backoff = config.backoff_min;
-                    } else {
-                        if self.pause(backoff).await.is_err() {
-                            break;
-                        }
-                        backoff = (backoff * 2).min(config.backoff_max);
+                        backoff.reset();
+                    } else if self.pause(backoff.next_delay()).await.is_err() {
+                        break;
                     }
                 }
             }
