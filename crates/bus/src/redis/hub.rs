@@ -102,6 +102,14 @@ impl Hub {
         self.connected.load(Ordering::Acquire) && *self.ready.borrow()
     }
 
+    /// Resolves once a health check has come back (at once if the last
+    /// one did).
+    pub(crate) async fn wait_ready(&self) {
+        let mut ready = self.ready.subscribe();
+        // The sender lives in `self`, so this cannot fail while we wait.
+        let _ = ready.wait_for(|ready| *ready).await;
+    }
+
     /// Joins the topic's feed; returns once Redis has confirmed the channel
     /// subscription, so any event published after this returns is delivered.
     ///

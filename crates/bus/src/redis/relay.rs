@@ -99,20 +99,22 @@ pub(crate) struct Relay {
 }
 
 impl Relay {
-    /// Connects the first session (failing fast if that fails), starts the
-    /// relay task and waits for the first health check, so a subscriber
-    /// bus is ready when it is returned.
-    pub(crate) async fn start(
-        store: Arc<Store>,
-        shutdown: CancellationToken,
-    ) -> Result<Arc<Hub>, Error> {
-        let config = &store.config;
-        let client = ::redis::Client::open(config.url.as_str())
+    /// Starts the relay task on the current Tokio runtime and returns the
+    /// hub it feeds, without waiting for Redis: the task connects in the
+    /// background, retrying with backoff for as long as it takes. Until
+    /// its first health check arrives the hub is not ready and refuses
+    /// subscriptions. Fails only on a URL the client cannot use, or
+    /// outside a runtime.
+    pub(crate) fn start(store: Arc<Store>, shutdown: CancellationToken) -> Result<Arc<Hub>, Error> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            Error::Unavailable("a Redis subscriber must be created inside a Tokio runtime".into())
+        })?;
+        let client = ::redis::Client::open(store.config.url.as_str())
             .map_err(|e| Error::Unavailable(format!("invalid Redis URL {}: {e}", store.url)))?;
         let (reconcile, commands) = mpsc::unbounded_channel();
-        let hub = Arc::new(Hub::new(config, reconcile));
+        let hub = Arc::new(Hub::new(&store.config, reconcile));
         let token = format!("{:016x}", rand::random::<u64>());
-        let mut relay = Relay {
+        let relay = Relay {
             health_channel: store.keys.health_channel(&token),
             store,
             hub: hub.clone(),
@@ -121,55 +123,45 @@ impl Relay {
             shutdown,
             checks_sent: 0,
         };
-        let session = relay.open().await.map_err(|stop| match stop {
-            Stop::Shutdown => Error::Unavailable("the bus shut down while connecting".into()),
-            Stop::Broken(why) => Error::Unavailable(format!(
-                "cannot subscribe at Redis {}: {why}",
-                relay.store.url
-            )),
-        })?;
-        let first_check = relay.store.config.ping_timeout + relay.store.config.operation_timeout();
-        let shutdown = relay.shutdown.clone();
-        tokio::spawn(relay.run(session));
-        let mut ready = hub.ready.subscribe();
-        if tokio::time::timeout(first_check, ready.wait_for(|ready| *ready))
-            .await
-            .is_err()
-        {
-            shutdown.cancel();
-            return Err(Error::Unavailable(
-                "Redis pub/sub did not deliver the first health check".into(),
-            ));
-        }
+        runtime.spawn(relay.run());
         Ok(hub)
     }
 
-    /// Reconnects forever with backoff until shutdown, then closes the hub.
-    async fn run(mut self, first: Session) {
+    /// Connects, and reconnects forever with backoff, until shutdown; then
+    /// closes the hub. The first connection is retried like any other, so
+    /// a gateway started before Redis waits for it.
+    async fn run(mut self) {
         let config = self.store.config.clone();
         let mut backoff = Backoff::new(config.backoff_min, config.backoff_max);
-        let mut session = Some(first);
+        let mut connected_before = false;
         loop {
-            let current = match session.take() {
-                Some(current) => current,
-                None => match self.open().await {
-                    Ok(current) => {
+            let session = match self.open().await {
+                Ok(session) => {
+                    if connected_before {
                         Counters::add(&self.store.counters.reconnects, 1);
                         info!(url = %self.store.url, "redis pub/sub reconnected");
-                        current
+                    } else {
+                        info!(url = %self.store.url, "redis pub/sub connected");
                     }
-                    Err(Stop::Shutdown) => break,
-                    Err(Stop::Broken(why)) => {
-                        let delay = backoff.next_delay();
-                        warn!(url = %self.store.url, %why, retry_in_ms = delay.as_millis() as u64, "redis pub/sub reconnect failed");
-                        if self.pause(delay).await.is_err() {
-                            break;
-                        }
-                        continue;
+                    connected_before = true;
+                    session
+                }
+                Err(Stop::Shutdown) => break,
+                Err(Stop::Broken(why)) => {
+                    let delay = backoff.next_delay();
+                    let retry_in_ms = delay.as_millis() as u64;
+                    if connected_before {
+                        warn!(url = %self.store.url, %why, retry_in_ms, "redis pub/sub reconnect failed");
+                    } else {
+                        warn!(url = %self.store.url, %why, retry_in_ms, "redis not reachable yet; retrying");
                     }
-                },
+                    if self.pause(delay).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
             };
-            let (end, healthy) = self.serve(current).await;
+            let (end, healthy) = self.serve(session).await;
             self.hub.connected.store(false, Ordering::Release);
             self.hub.ready.send_replace(false);
             match end {

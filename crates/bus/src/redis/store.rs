@@ -84,13 +84,6 @@ impl Store {
             .await
     }
 
-    /// Loads the publish script, so a Redis that refuses scripts is found
-    /// at start rather than on the first publish.
-    pub(crate) async fn load_script(&self) -> Result<(), Error> {
-        self.run(async |c| self.script.load_async(c).await.map(drop))
-            .await
-    }
-
     /// Publishes a raw payload; returns how many connections received it.
     pub(crate) async fn publish_raw(&self, channel: &str, payload: &str) -> Result<u64, Error> {
         self.run(async |c| {
