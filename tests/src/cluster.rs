@@ -26,29 +26,19 @@ pub enum Outcome {
 impl Cluster {
     /// Starts Redis, ingest and `gateways` gateways, all ready.
     pub async fn start(gateways: usize, extra: &[(&str, &str)]) -> Self {
-        let redis = RedisServer::start();
-        let mut env: Vec<(String, String)> = vec![
-            ("ES__BUS__ENGINE".into(), "redis".into()),
-            ("ES__REDIS__URL".into(), redis.url()),
-            ("ES__REDIS__KEY_PREFIX".into(), unique_prefix()),
-            // Fast failure detection keeps the outage scenarios short.
-            ("ES__REDIS__PING_INTERVAL_MS".into(), "200".into()),
-            ("ES__REDIS__PING_TIMEOUT_MS".into(), "500".into()),
-            ("ES__STREAM__KEEPALIVE_MS".into(), "250".into()),
-            ("ES__HTTP__SHUTDOWN_GRACE_MS".into(), "2000".into()),
-        ];
-        for (key, value) in extra {
-            env.retain(|(k, _)| k != key);
-            env.push((key.to_string(), value.to_string()));
-        }
+        let cluster = Self::launch(RedisServer::start(), gateways, extra);
+        cluster.wait_ready().await;
+        cluster
+    }
+
+    /// Starts ingest and `gateways` gateways against `redis`, running or
+    /// not (the services wait for it), without waiting for them.
+    pub fn launch(redis: RedisServer, gateways: usize, extra: &[(&str, &str)]) -> Self {
+        let env = service_env(&redis, extra);
         let ingest = Service::start("ingest", &env);
         let gateways: Vec<Service> = (0..gateways)
             .map(|_| Service::start("stream-gateway", &env))
             .collect();
-        ingest.wait_ready().await;
-        for gateway in &gateways {
-            gateway.wait_ready().await;
-        }
         Self {
             redis,
             ingest,
@@ -60,6 +50,14 @@ impl Cluster {
         }
     }
 
+    /// Waits until every service answers `/readyz` with 200.
+    pub async fn wait_ready(&self) {
+        self.ingest.wait_ready().await;
+        for gateway in &self.gateways {
+            gateway.wait_ready().await;
+        }
+    }
+
     pub fn gateway_urls(&self) -> Vec<String> {
         self.gateways.iter().map(Service::url).collect()
     }
@@ -68,6 +66,26 @@ impl Cluster {
     pub async fn publish(&self, topic: &str, message: &str) -> Outcome {
         publish(&self.client, &self.ingest.url(), topic, message).await
     }
+}
+
+/// The settings every service of a cluster gets: the Redis engine at
+/// `redis`, a fresh key prefix, short health checks; `extra` on top.
+pub fn service_env(redis: &RedisServer, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = vec![
+        ("ES__BUS__ENGINE".into(), "redis".into()),
+        ("ES__REDIS__URL".into(), redis.url()),
+        ("ES__REDIS__KEY_PREFIX".into(), unique_prefix()),
+        // Fast failure detection keeps the outage scenarios short.
+        ("ES__REDIS__PING_INTERVAL_MS".into(), "200".into()),
+        ("ES__REDIS__PING_TIMEOUT_MS".into(), "500".into()),
+        ("ES__STREAM__KEEPALIVE_MS".into(), "250".into()),
+        ("ES__HTTP__SHUTDOWN_GRACE_MS".into(), "2000".into()),
+    ];
+    for (key, value) in extra {
+        env.retain(|(k, _)| k != key);
+        env.push((key.to_string(), value.to_string()));
+    }
+    env
 }
 
 /// Publishes through any service that mounts POST /event-stream.

@@ -134,6 +134,23 @@ impl Service {
         }
     }
 
+    /// The exit status once the process has ended by itself, or `None` if
+    /// it still runs after `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let child = self.child.as_mut().expect("service not running");
+            if let Some(status) = child.try_wait().expect("waiting for the service") {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Sends `signal` (a `kill -s` name) to the process.
     pub fn signal(&self, signal: &str) {
         if let Some(child) = &self.child {

@@ -6,9 +6,10 @@
 use std::time::{Duration, Instant};
 
 use e2e::check::assert_delivered;
-use e2e::cluster::{Cluster, Outcome, Published};
+use e2e::cluster::{Cluster, Outcome, Published, service_env};
+use e2e::process::Service;
 use e2e::subscriber::Subscriber;
-use e2e::{PATIENCE, wait_until};
+use e2e::{PATIENCE, RedisServer, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Publishes `count` messages `"{tag}-{i}"` to `topic`, one after another.
@@ -231,6 +232,77 @@ async fn redis_killed_and_restarted_loses_no_acknowledged_event_and_announces_th
             "{}",
             seen.events[reset].data
         );
+    }
+}
+
+/// The status `path` of `service` answers with, or `None` without an answer.
+async fn status_of(client: &reqwest::Client, service: &Service, path: &str) -> Option<u16> {
+    let response = client
+        .get(format!("{}{path}", service.url()))
+        .send()
+        .await
+        .ok()?;
+    Some(response.status().as_u16())
+}
+
+#[tokio::test]
+async fn services_started_before_redis_are_live_but_not_ready_then_serve_once_it_comes() {
+    let mut redis = RedisServer::start();
+    redis.kill();
+    let mut cluster = Cluster::launch(redis, 1, &[]);
+    let client = reqwest::Client::new();
+    for service in [&cluster.ingest, &cluster.gateways[0]] {
+        let live = wait_until(PATIENCE, || async {
+            status_of(&client, service, "/healthz").await == Some(200)
+        })
+        .await;
+        assert!(live, "no 200 from /healthz; log:\n{}", service.log());
+        assert_eq!(
+            status_of(&client, service, "/readyz").await,
+            Some(503),
+            "ready without Redis; log:\n{}",
+            service.log()
+        );
+    }
+    let early = cluster.publish("late", "before-redis").await;
+    assert!(
+        matches!(early, Outcome::Refused(ref why) if why.starts_with("503")),
+        "publish without Redis: {early:?}"
+    );
+
+    cluster.redis.restart();
+    cluster.wait_ready().await;
+    let subscriber = Subscriber::start(vec![cluster.gateways[0].url()], "topic=late").await;
+    let outcome = cluster.publish("late", "after-redis").await;
+    assert!(
+        matches!(outcome, Outcome::Stored(_)),
+        "publish once Redis is up: {outcome:?}"
+    );
+    let delivered = wait_until(PATIENCE, || async {
+        subscriber.data().iter().any(|data| data == "after-redis")
+    })
+    .await;
+    assert!(delivered, "the event never reached the subscriber");
+}
+
+#[tokio::test]
+async fn a_service_exits_naming_redis_url_when_redis_is_not_ready_within_the_startup_timeout() {
+    let mut redis = RedisServer::start();
+    redis.kill();
+    let env = service_env(&redis, &[("ES__REDIS__STARTUP_TIMEOUT_MS", "1000")]);
+    for binary in ["ingest", "stream-gateway"] {
+        let mut service = Service::start(binary, &env);
+        let Some(status) = service.wait_exit(PATIENCE).await else {
+            panic!("{binary} still runs without Redis; log:\n{}", service.log());
+        };
+        let log = service.log();
+        assert!(!status.success(), "{binary} exited with {status}");
+        for key in ["redis.url", "redis.startup_timeout_ms"] {
+            assert!(
+                log.contains(key),
+                "{binary} did not name {key}; log:\n{log}"
+            );
+        }
     }
 }
 

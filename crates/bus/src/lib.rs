@@ -46,12 +46,16 @@ impl Bus {
         Bus::Memory(MemoryEngine::new(config))
     }
 
-    /// A Redis bus. Fails fast when Redis cannot be reached now (the error
-    /// names the URL, password masked); once running, it rides out outages,
-    /// reconnecting with backoff. A [`Role::Subscriber`] also starts the
-    /// pub/sub relay and returns once pub/sub delivers.
-    pub async fn redis(config: RedisConfig, role: Role) -> Result<Self, Error> {
-        Ok(Bus::Redis(RedisEngine::connect(config, role).await?))
+    /// A Redis bus, created without waiting for Redis: a Redis not reachable
+    /// yet is retried in the background with backoff, as is any later
+    /// outage, and until it answers [`Bus::is_ready`] is false and publish
+    /// and subscribe fail with [`Error::Unavailable`]. Use
+    /// [`Bus::wait_ready`] (with a timeout) to wait for it. A
+    /// [`Role::Subscriber`] also starts the pub/sub relay, so this must be
+    /// called inside a Tokio runtime. Fails only on a URL that cannot be
+    /// used (the error shows it with the password masked).
+    pub fn redis(config: RedisConfig, role: Role) -> Result<Self, Error> {
+        Ok(Bus::Redis(RedisEngine::new(config, role)?))
     }
 
     /// Stores the event in the topic's history and sends it to every live
@@ -136,6 +140,17 @@ impl Bus {
         match self {
             Bus::Memory(_) => true,
             Bus::Redis(engine) => engine.is_ready().await,
+        }
+    }
+
+    /// Resolves once the engine is ready (at once for memory); a Redis bus
+    /// fails after its [`RedisConfig::startup_timeout`] (zero: waits for
+    /// ever) with an error naming the URL, password masked, or when it is
+    /// shut down first.
+    pub async fn wait_ready(&self) -> Result<(), Error> {
+        match self {
+            Bus::Memory(_) => Ok(()),
+            Bus::Redis(engine) => engine.wait_ready().await,
         }
     }
 

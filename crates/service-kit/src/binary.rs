@@ -1,4 +1,11 @@
 //! The shared `main` of every binary: arguments, settings, logs, bus, serve.
+//!
+//! Start-up order: the bus is created without waiting for its engine, the
+//! app is built and listens at once (`/healthz` answers 200, `/readyz` 503
+//! until the bus is ready, so an orchestrator sees a live process waiting
+//! for Redis), then the bus is waited for. A Redis bus not ready within
+//! `redis.startup_timeout_ms` (0: waits for ever) ends the process with an
+//! error naming `redis.url`; until then it retries in the background.
 
 use std::process::ExitCode;
 
@@ -14,8 +21,10 @@ pub enum BusRole {
     Subscriber,
 }
 
-/// Connects the engine the settings name.
-pub async fn connect_bus(settings: &Settings, role: BusRole) -> anyhow::Result<bus::Bus> {
+/// Creates the engine the settings name, without waiting for it: a Redis
+/// bus connects in the background (see [`wait_for_bus`]). Fails only on a
+/// Redis URL that cannot be used.
+pub fn open_bus(settings: &Settings, role: BusRole) -> anyhow::Result<bus::Bus> {
     match settings.bus.engine {
         Engine::Memory => Ok(bus::Bus::memory(settings.memory_config())),
         Engine::Redis => {
@@ -24,10 +33,20 @@ pub async fn connect_bus(settings: &Settings, role: BusRole) -> anyhow::Result<b
                 BusRole::Subscriber => bus::Role::Subscriber,
             };
             bus::Bus::redis(settings.redis_config(), role)
-                .await
-                .map_err(|error| anyhow::anyhow!("connecting to Redis (redis.url): {error}"))
+                .map_err(|error| anyhow::anyhow!("opening the Redis bus (redis.url): {error}"))
         }
     }
+}
+
+/// Waits until `bus` is ready. A Redis bus gives up after its start-up
+/// timeout, with an error naming the settings to look at.
+pub async fn wait_for_bus(bus: &bus::Bus) -> anyhow::Result<()> {
+    bus.wait_ready().await.map_err(|error| {
+        anyhow::anyhow!(
+            "waiting for Redis at start (check redis.url; redis.startup_timeout_ms \
+             bounds the wait, 0 waits for ever): {error}"
+        )
+    })
 }
 
 /// Runs a service binary to completion; the exit code says how it ended.
@@ -65,9 +84,26 @@ where
     };
     crate::telemetry::init(&settings.log);
     let result = async {
-        let bus = connect_bus(&settings, role).await?;
-        tracing::info!(engine = bus.engine_name(), "event bus connected");
-        build(&settings, bus)?.run().await
+        let bus = open_bus(&settings, role)?;
+        // Built (and listening) before the bus is ready: see the module docs.
+        let app = build(&settings, bus.clone())?;
+        let startup = async {
+            match wait_for_bus(&bus).await {
+                Ok(()) => {
+                    tracing::info!(engine = bus.engine_name(), "event bus ready");
+                    std::future::pending::<anyhow::Error>().await
+                }
+                Err(error) => error,
+            }
+        };
+        tokio::select! {
+            // The server stopped: a signal, a shutdown request or a failure.
+            served = app.run() => served,
+            // The bus was not ready within the start-up timeout: exit, so
+            // that a wrong address shows up as a failed start, not as a
+            // process answering 503 for ever.
+            error = startup => Err(error),
+        }
     }
     .await;
     match result {
@@ -77,5 +113,48 @@ where
             eprintln!("{}: {error:#}", defaults.name);
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_redis_bus_not_ready_within_the_startup_timeout_fails_naming_the_settings() {
+        // A port nobody listens on once the probe is dropped.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = bus::RedisConfig {
+            url: format!("redis://user:hunter2@127.0.0.1:{port}/"),
+            startup_timeout: Duration::from_secs(1),
+            ..bus::RedisConfig::default()
+        };
+        for role in [bus::Role::Publisher, bus::Role::Subscriber] {
+            let bus = bus::Bus::redis(config.clone(), role).unwrap();
+            let started = Instant::now();
+            let error = format!("{:#}", wait_for_bus(&bus).await.unwrap_err());
+            assert!(started.elapsed() >= Duration::from_secs(1), "{role:?}");
+            for part in [
+                "redis.url",
+                "redis.startup_timeout_ms",
+                &format!("redis://user:***@127.0.0.1:{port}/"),
+            ] {
+                assert!(error.contains(part), "{role:?}: {part} missing in {error}");
+            }
+            assert!(!error.contains("hunter2"), "{error}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_memory_bus_is_ready_at_once() {
+        let bus = bus::Bus::memory(bus::MemoryConfig::default());
+        wait_for_bus(&bus).await.unwrap();
     }
 }

@@ -96,6 +96,9 @@ pub struct RedisSettings {
     pub response_timeout_ms: u64,
     pub ping_interval_ms: u64,
     pub ping_timeout_ms: u64,
+    /// At start, how long to wait for Redis before exiting with an error;
+    /// 0 waits (and retries) for ever.
+    pub startup_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -312,6 +315,7 @@ impl Settings {
             max_topics: self.bus.max_topics,
             ping_interval: ms(self.redis.ping_interval_ms),
             ping_timeout: ms(self.redis.ping_timeout_ms),
+            startup_timeout: ms(self.redis.startup_timeout_ms),
             ..bus::RedisConfig::default()
         }
     }
@@ -463,6 +467,7 @@ connect_timeout_ms = 500
 response_timeout_ms = 500
 ping_interval_ms = 1000
 ping_timeout_ms = 1000
+startup_timeout_ms = 0
 
 [publish]
 max_message_chars = 100

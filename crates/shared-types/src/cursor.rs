@@ -86,6 +86,41 @@ impl Position {
         Self { epoch, offset }
     }
 
+    /// Where an event at `self` stands against `last`, the newest position
+    /// a reader of the same topic has taken (`None`: nothing known about
+    /// it yet). Offsets are contiguous within an epoch, so this is exact:
+    ///
+    /// | `last` | `self` | result |
+    /// |---|---|---|
+    /// | `None` | any | [`Sequence::Next`] |
+    /// | `(e, n)` | `(e, n + 1)` | [`Sequence::Next`] |
+    /// | `(e, n)` | `(e, m)`, `m <= n` | [`Sequence::Duplicate`] |
+    /// | `(e, n)` | `(e, m)`, `m > n + 1` | [`Sequence::Gap`] |
+    /// | `(e, 0)` | `(f, 1)`, `f != e` | [`Sequence::Next`] |
+    /// | `(e, n)` | `(f, m)`, `f != e`, otherwise | [`Sequence::OtherEpoch`] |
+    ///
+    /// A reader at offset 0 has seen nothing (typically [`Position::START`],
+    /// a topic without history), so the first event of any epoch follows
+    /// it. What to do with [`Sequence::OtherEpoch`] is the caller's choice:
+    /// whether events are missing depends on what the new history holds.
+    pub fn sequence(self, last: Option<Position>) -> Sequence {
+        let Some(last) = last else {
+            return Sequence::Next;
+        };
+        if self.epoch != last.epoch {
+            return if last.offset == 0 && self.offset == 1 {
+                Sequence::Next
+            } else {
+                Sequence::OtherEpoch
+            };
+        }
+        match self.offset.checked_sub(last.offset) {
+            None | Some(0) => Sequence::Duplicate,
+            Some(1) => Sequence::Next,
+            Some(_) => Sequence::Gap,
+        }
+    }
+
     fn parse(text: &str) -> Option<Self> {
         let (epoch, offset) = text.split_once('-')?;
         if offset.is_empty() || offset.len() > 20 || !offset.bytes().all(|b| b.is_ascii_digit()) {
@@ -95,6 +130,22 @@ impl Position {
         // A topic without history has nothing to be past.
         (!position.epoch.is_none() || position.offset == 0).then_some(position)
     }
+}
+
+/// Where an event stands against the last one a reader took; see
+/// [`Position::sequence`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sequence {
+    /// Nothing lies between: take it.
+    Next,
+    /// Same epoch, at or before the last one: already taken.
+    Duplicate,
+    /// Same epoch, beyond the next offset: the events between are missing.
+    Gap,
+    /// Another epoch (and not the first event after nothing): the topic's
+    /// history was recreated (it expired, or Redis lost it) since the last
+    /// one, so offsets of the two cannot be compared.
+    OtherEpoch,
 }
 
 impl fmt::Display for Position {
@@ -154,6 +205,102 @@ impl fmt::Display for Cursor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sequence_classifies_every_case() {
+        let at = |epoch, offset| Position::new(Epoch(epoch), offset);
+        let cases = [
+            (
+                None,
+                at(1, 9),
+                Sequence::Next,
+                "nothing known about the reader",
+            ),
+            (
+                None,
+                Position::START,
+                Sequence::Next,
+                "nothing known, no history",
+            ),
+            (Some(at(1, 4)), at(1, 5), Sequence::Next, "the next offset"),
+            (
+                Some(at(1, 0)),
+                at(1, 1),
+                Sequence::Next,
+                "the first event of the same epoch",
+            ),
+            (
+                Some(Position::START),
+                at(7, 1),
+                Sequence::Next,
+                "the first event of a new history",
+            ),
+            (
+                Some(at(1, 0)),
+                at(2, 1),
+                Sequence::Next,
+                "the first event after nothing seen",
+            ),
+            (
+                Some(at(1, 4)),
+                at(1, 4),
+                Sequence::Duplicate,
+                "the same offset",
+            ),
+            (
+                Some(at(1, 4)),
+                at(1, 2),
+                Sequence::Duplicate,
+                "an older offset",
+            ),
+            (
+                Some(at(1, 4)),
+                at(1, 0),
+                Sequence::Duplicate,
+                "offset 0 of the same epoch",
+            ),
+            (Some(at(1, 4)), at(1, 6), Sequence::Gap, "one event missing"),
+            (
+                Some(at(1, 0)),
+                at(1, 2),
+                Sequence::Gap,
+                "the first event missing",
+            ),
+            (
+                Some(Position::START),
+                at(7, 2),
+                Sequence::OtherEpoch,
+                "a new history past its first event",
+            ),
+            (
+                Some(at(1, 4)),
+                at(2, 1),
+                Sequence::OtherEpoch,
+                "a new history after events were seen",
+            ),
+            (
+                Some(at(1, 4)),
+                at(2, 5),
+                Sequence::OtherEpoch,
+                "another epoch at the next offset",
+            ),
+            (
+                Some(at(1, 4)),
+                at(2, 3),
+                Sequence::OtherEpoch,
+                "another epoch at an older offset",
+            ),
+            (
+                Some(at(1, 4)),
+                Position::START,
+                Sequence::OtherEpoch,
+                "back to no history",
+            ),
+        ];
+        for (last, position, expected, why) in cases {
+            assert_eq!(position.sequence(last), expected, "{why}");
+        }
+    }
 
     #[test]
     fn positions_round_trip_through_text() {

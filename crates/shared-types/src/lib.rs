@@ -13,7 +13,7 @@ pub mod event;
 pub mod jsend;
 pub mod publish;
 
-pub use cursor::{Cursor, CursorError, Epoch, Position};
+pub use cursor::{Cursor, CursorError, Epoch, Position, Sequence};
 pub use event::{Event, sse_comment, sse_retry};
 pub use jsend::JSend;
 pub use publish::{DEFAULT_EVENT_TYPE, DEFAULT_TOPIC, Limits, PublishRequest, ValidPublish};

@@ -35,7 +35,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::Stream;
 use service_kit::{Metrics, Shutdown};
 use shared_types::event::encode_body;
-use shared_types::{Cursor, Event, Position, sse_comment, sse_retry};
+use shared_types::{Cursor, Event, Position, Sequence, sse_comment, sse_retry};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
@@ -269,17 +269,19 @@ impl EventStream {
 
     /// Writes a live event if it is the next one for its topic, skips it
     /// if already written, and asks for a refill otherwise.
+    ///
+    /// Unlike the Redis relay, another epoch is a refill here: this stream
+    /// is one client's cursor, and only its replay knows whether the new
+    /// history still covers it or the client must be sent a `reset`.
     fn accept(&mut self, index: usize, event: &Event) -> Accepted {
-        let have = self.feeds[index].position;
-        let got = event.position;
-        if got.epoch == have.epoch && got.offset <= have.offset {
-            return Accepted::Done;
+        match event.position.sequence(Some(self.feeds[index].position)) {
+            Sequence::Duplicate => Accepted::Done,
+            Sequence::Next => {
+                self.emit(index, event);
+                Accepted::Done
+            }
+            Sequence::Gap | Sequence::OtherEpoch => Accepted::Refill,
         }
-        if got.offset == have.offset + 1 && (got.epoch == have.epoch || have.offset == 0) {
-            self.emit(index, event);
-            return Accepted::Done;
-        }
-        Accepted::Refill
     }
 
     /// Reads the next slice of `index`'s history after its position.

@@ -7,14 +7,28 @@
 //! supervised relay that turns Redis's at-most-once pub/sub into a
 //! contiguous feed per topic by refilling gaps from the streams.
 //!
+//! Creating the engine connects nothing: a Redis that is not there yet is
+//! an outage like any other, retried in the background, and
+//! [`RedisEngine::wait_ready`] is how a service waits for it at start.
+//!
 //! # Layout
 //! - `schema`: key names, the publish script, the pub/sub
 //!   message encoding and the decoders for everything read back.
+//! - `backoff`: exponential delays with jitter between reconnect attempts.
+//! - `connections`: one multiplexed connection per thread, opened on first
+//!   use and replaced when it fails; the clock offset to Redis; the
+//!   deadline of every operation.
 //! - `store`: commands (publish, head, replay) under
 //!   one deadline each.
-//! - `relay`: the pub/sub connection, its supervision, the
-//!   per-topic hub and gap refilling.
+//! - `hub`: the per-topic fan-out inside this process: one broadcast
+//!   ring per topic with local subscribers, and what the relay must
+//!   (un)subscribe.
+//! - `relay`: the pub/sub connection, its supervision and gap
+//!   refilling.
 
+mod backoff;
+mod connections;
+mod hub;
 mod relay;
 mod schema;
 mod store;
@@ -25,7 +39,9 @@ use std::time::Duration;
 use shared_types::Position;
 use tokio_util::sync::CancellationToken;
 
-use self::relay::{Hub, Relay};
+use self::backoff::Backoff;
+use self::hub::Hub;
+use self::relay::Relay;
 use self::store::Store;
 use crate::error::Error;
 use crate::replay::{Replay, Slice};
@@ -69,11 +85,17 @@ pub struct RedisConfig {
     /// How long a health check may take before the connection counts as
     /// dead (a hung Redis answers nothing, it does not close).
     pub ping_timeout: Duration,
-    /// First delay before reconnecting the pub/sub connection.
+    /// Longest first delay before reconnecting the pub/sub connection.
     pub backoff_min: Duration,
     /// Longest delay between reconnect attempts; the delay doubles up to
-    /// this and resets after a healthy session.
+    /// this and resets after a healthy session. Each delay is drawn between
+    /// half of the current one and all of it, so processes cut off together
+    /// do not reconnect in lockstep.
     pub backoff_max: Duration,
+    /// How long [`RedisEngine::wait_ready`] waits for a Redis that is not
+    /// reachable yet, as when a service starts before Redis; zero waits for
+    /// ever. The engine itself never gives up: it keeps retrying.
+    pub startup_timeout: Duration,
 }
 
 impl Default for RedisConfig {
@@ -91,6 +113,7 @@ impl Default for RedisConfig {
             ping_timeout: Duration::from_millis(1000),
             backoff_min: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
+            startup_timeout: Duration::ZERO,
         }
     }
 }
@@ -111,7 +134,7 @@ pub enum Role {
     /// [`Bus::subscribe`](crate::Bus::subscribe) is refused.
     Publisher,
     /// Reads and fans out (gateway): command connections plus the pub/sub relay,
-    /// started at once.
+    /// started at once (it connects in the background).
     Subscriber,
 }
 
@@ -127,37 +150,83 @@ pub struct RedisEngine {
 }
 
 impl RedisEngine {
-    /// Connects (failing fast, with the URL minus its password in the
-    /// error) and, for a subscriber, starts the relay and waits until
-    /// pub/sub delivers. Later outages are retried forever in the
-    /// background.
-    pub async fn connect(config: RedisConfig, role: Role) -> Result<Arc<Self>, Error> {
-        let url = store::redact(&config.url);
-        let store = Arc::new(Store::new(config, url.clone())?);
-        let unreachable = |error: Error| match error {
-            Error::Timeout(bound) => Error::Unavailable(format!(
-                "Redis at {url} did not answer within {} ms",
-                bound.as_millis()
-            )),
-            Error::Unavailable(why) | Error::Corrupt(why) => {
-                Error::Unavailable(format!("cannot reach Redis at {url}: {why}"))
-            }
-            Error::TooManyTopics(_) => error,
-        };
-        store.ping().await.map_err(unreachable)?;
-        store.load_script().await.map_err(unreachable)?;
+    /// Creates the engine without any network I/O: command connections
+    /// open on first use, and a subscriber's relay (started here, on the
+    /// current Tokio runtime) connects in the background, retrying with
+    /// backoff until Redis answers. Until then [`RedisEngine::is_ready`]
+    /// is false and publish and subscribe fail with
+    /// [`Error::Unavailable`], as during any outage; see
+    /// [`RedisEngine::wait_ready`]. Fails only on a URL that cannot be
+    /// used (the error shows it with the password masked).
+    pub fn new(config: RedisConfig, role: Role) -> Result<Arc<Self>, Error> {
+        let url = connections::redact(&config.url);
+        let store = Arc::new(Store::new(config, url)?);
         let shutdown = CancellationToken::new();
         let hub = match role {
             Role::Publisher => None,
-            Role::Subscriber => Some(Relay::start(store.clone(), shutdown.clone()).await?),
+            Role::Subscriber => Some(Relay::start(store.clone(), shutdown.clone())?),
         };
-        tracing::info!(%url, ?role, "connected to Redis");
         Ok(Arc::new(Self {
             store,
             hub,
             role,
             shutdown,
         }))
+    }
+
+    /// Resolves once the engine is ready (see [`RedisEngine::is_ready`]),
+    /// or fails after [`RedisConfig::startup_timeout`] (zero: waits for
+    /// ever) with an error naming the URL, password masked. Also fails if
+    /// the engine is shut down first.
+    pub async fn wait_ready(&self) -> Result<(), Error> {
+        let limit = self.store.config.startup_timeout;
+        if limit.is_zero() {
+            return self.until_ready().await;
+        }
+        tokio::time::timeout(limit, self.until_ready())
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::Unavailable(format!(
+                    "Redis at {} was not ready within {} ms",
+                    self.store.url,
+                    limit.as_millis()
+                )))
+            })
+    }
+
+    /// Waits for readiness however long it takes. A publisher tries a PING
+    /// with the relay's backoff and logs each failed attempt; a subscriber
+    /// waits for its relay, which logs its own.
+    async fn until_ready(&self) -> Result<(), Error> {
+        let shut_down = || Error::Unavailable("the bus shut down before Redis was reached".into());
+        if let Some(hub) = &self.hub {
+            return tokio::select! {
+                // Shut down while waiting: nothing will ever be ready.
+                _ = self.shutdown.cancelled() => Err(shut_down()),
+                // The relay's first health check came back.
+                () = hub.wait_ready() => Ok(()),
+            };
+        }
+        let config = &self.store.config;
+        let mut backoff = Backoff::new(config.backoff_min, config.backoff_max);
+        loop {
+            let why = match tokio::time::timeout(config.ping_timeout, self.store.ping()).await {
+                Ok(Ok(())) => {
+                    tracing::info!(url = %self.store.url, "connected to Redis");
+                    return Ok(());
+                }
+                Ok(Err(error)) => error.to_string(),
+                Err(_) => format!("no PONG within {} ms", config.ping_timeout.as_millis()),
+            };
+            let delay = backoff.next_delay();
+            tracing::warn!(url = %self.store.url, %why, retry_in_ms = delay.as_millis() as u64, "redis not reachable yet; retrying");
+            tokio::select! {
+                // Shutdown must not wait out a 30 s backoff.
+                _ = self.shutdown.cancelled() => return Err(shut_down()),
+                // The backoff elapsed: try again.
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
     }
 
     pub async fn publish(
@@ -220,7 +289,8 @@ impl RedisEngine {
 
     /// Publisher: a PING answers within the ping timeout.
     /// Subscriber: the relay's last health check (a message published
-    /// as a command and received on the pub/sub connection) arrived.
+    /// as a command and received on the pub/sub connection) arrived; so
+    /// false until the relay first reached Redis.
     pub async fn is_ready(&self) -> bool {
         match &self.hub {
             Some(hub) => hub.is_ready(),

@@ -1,22 +1,14 @@
-//! The subscriber side: one pub/sub connection per process, kept alive, and
-//! a local hub that fans its messages out per topic without gaps.
-//!
-//! # The hub
-//! The [`Hub`] maps each topic with local subscribers to a [`Feed`]: its
-//! broadcast sender, the last position delivered, and how many local
-//! subscribers it has. The map is the truth about what this process wants:
-//! [`Hub::subscribe`] and the release of the last subscriber change it,
-//! then ask the relay to reconcile that topic. The relay compares the map
-//! with what the connection is subscribed to and sends SUBSCRIBE or
-//! UNSUBSCRIBE, so requests can never be applied in the wrong order.
+//! The subscriber side: one pub/sub connection per process, kept alive,
+//! feeding the [`Hub`] without gaps.
 //!
 //! # Contiguity
 //! Offsets of a topic are contiguous within an epoch, so the relay knows
 //! exactly what a feed should deliver next. A message at `last + 1` goes
 //! out; one at or below `last` is a duplicate and is dropped; one further
 //! ahead means pub/sub lost something, and the missing events are read from
-//! the stream and delivered first. A message of another epoch goes out as
-//! is: the history was recreated, and the reader's own replay reports that.
+//! the stream and delivered first ([`Position::sequence`] classifies). A
+//! message of another epoch goes out as is: the history was recreated, and
+//! the reader's own replay reports that.
 //! After every reconnect each feed is refilled from its last position, so
 //! an outage shows up as a delay, not as a gap.
 //!
@@ -27,228 +19,36 @@
 //! channel private to this relay every `ping_interval`: only its arrival
 //! within `ping_timeout` proves that publishing and delivery both work.
 //! Readiness is exactly "the last check arrived". A failed check ends the
-//! session; the relay reconnects with exponential backoff (reset only after
-//! a session that passed two checks, so a flapping Redis is not hammered).
+//! session; the relay reconnects with jittered exponential backoff (reset
+//! only after a session that passed two checks, so a flapping Redis is not
+//! hammered).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use ::redis::Msg;
 use ::redis::aio::{PubSubSink, PubSubStream};
 use futures_util::StreamExt;
-use shared_types::{Event, Position};
-use tokio::sync::{broadcast, mpsc, watch};
+use shared_types::{Position, Sequence};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::schema::{self, Message};
+use super::backoff::Backoff;
+use super::hub::{Hub, deliver, feed_mut};
+use super::schema;
 use super::store::Store;
 use crate::error::Error;
 use crate::replay::Slice;
 use crate::stats::Counters;
-use crate::subscription::Subscription;
 
 /// Most channels named in one SUBSCRIBE, so resubscribing thousands of
 /// topics after a reconnect does not build one enormous command.
 const SUBSCRIBE_CHUNK: usize = 500;
-
-/// One topic's live feed inside this process.
-struct Feed {
-    /// One ring per topic: an event is stored once however many local
-    /// subscribers read it, and a slow one lags instead of blocking.
-    sender: broadcast::Sender<Arc<Event>>,
-    /// Local subscribers; the feed (and the Redis subscription) goes when
-    /// the last one drops.
-    subscribers: usize,
-    /// Tells a release which feed it belongs to, should the topic have been
-    /// dropped and subscribed again in between.
-    generation: u64,
-    /// The newest position delivered, the base of gap detection. `None`
-    /// only when the head could not be read at activation; the first
-    /// message then sets it.
-    last: Option<Position>,
-    /// False until the relay has confirmed SUBSCRIBE and read the head;
-    /// `subscribe` waits for true, the relay delivers nothing before it.
-    active: watch::Sender<bool>,
-}
-
-/// Per-topic fan-out for this process, shared by the engine, the release
-/// callbacks of subscriptions, and the relay.
-pub(crate) struct Hub {
-    feeds: Mutex<HashMap<Arc<str>, Feed>>,
-    /// Topics whose feed changed and need reconciling with Redis.
-    reconcile: mpsc::UnboundedSender<Arc<str>>,
-    /// A pub/sub session is up: new subscriptions can be confirmed.
-    connected: AtomicBool,
-    /// The last health check arrived in time.
-    ready: watch::Sender<bool>,
-    /// Source of [`Feed::generation`].
-    generations: AtomicU64,
-    /// Capacity of each feed's broadcast ring.
-    queue_capacity: usize,
-    /// Most feeds at once; see [`RedisConfig::max_topics`](super::RedisConfig::max_topics).
-    max_topics: usize,
-    /// How long `subscribe` waits for the relay to confirm.
-    confirm_timeout: Duration,
-}
-
-impl std::fmt::Debug for Hub {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // try_lock: formatting must never wait on (or deadlock with) delivery.
-        let topics = self.feeds.try_lock().map(|feeds| feeds.len()).ok();
-        f.debug_struct("Hub")
-            .field("topics", &topics)
-            .field("connected", &self.connected.load(Ordering::Relaxed))
-            .field("ready", &*self.ready.borrow())
-            .finish_non_exhaustive()
-    }
-}
-
-impl Hub {
-    /// Locks ignoring poison: every critical section leaves the map
-    /// consistent, so one panic must not stop all delivery.
-    fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, Feed>> {
-        self.feeds
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    pub(crate) fn is_ready(&self) -> bool {
-        self.connected.load(Ordering::Acquire) && *self.ready.borrow()
-    }
-
-    /// Joins the topic's feed; returns once Redis has confirmed the channel
-    /// subscription, so any event published after this returns is delivered.
-    ///
-    /// While the pub/sub connection is down this fails at once rather than
-    /// waiting: the caller (the gateway) answers 503 and the client retries,
-    /// which beats holding requests open for an outage of unknown length.
-    ///
-    /// Also returns the feed's last delivered position when the feed was
-    /// already active: the subscription then carries exactly the events
-    /// after it.
-    pub(crate) async fn subscribe(
-        self: &Arc<Self>,
-        topic: &str,
-    ) -> Result<(Subscription, Option<Position>), Error> {
-        if !self.connected.load(Ordering::Acquire) {
-            return Err(Error::Unavailable(
-                "Redis pub/sub connection is down; reconnecting".into(),
-            ));
-        }
-        let (subscription, mut active, created, last) = {
-            let mut feeds = self.lock();
-            let created = !feeds.contains_key(topic);
-            if created && feeds.len() >= self.max_topics {
-                return Err(Error::TooManyTopics(self.max_topics));
-            }
-            if created {
-                let (sender, _) = broadcast::channel(self.queue_capacity.max(1));
-                feeds.insert(
-                    Arc::from(topic),
-                    Feed {
-                        sender,
-                        subscribers: 0,
-                        generation: self.generations.fetch_add(1, Ordering::Relaxed),
-                        last: None,
-                        active: watch::channel(false).0,
-                    },
-                );
-            }
-            let (topic, feed) = feed_mut(&mut feeds, topic)
-                .ok_or_else(|| Error::Unavailable("hub lost a topic".into()))?;
-            feed.subscribers += 1;
-            // The receiver exists before activation, so nothing the relay
-            // delivers after confirming can slip past this subscriber.
-            let receiver = feed.sender.subscribe();
-            let hub = Arc::downgrade(self);
-            let generation = feed.generation;
-            let release_topic = topic.clone();
-            let release = Box::new(move || release(&hub, &release_topic, generation));
-            let subscription = Subscription::new(receiver, Some(release));
-            let active = feed.active.subscribe();
-            // An active feed's `last` is the newest event its sender has
-            // carried, read under the same lock as the receiver was made:
-            // this receiver gets exactly the events after it.
-            let last = if *active.borrow() { feed.last } else { None };
-            if created {
-                let _ = self.reconcile.send(topic);
-            }
-            (subscription, active, created, last)
-        };
-        debug!(%topic, created, "waiting for the relay to confirm a subscription");
-        // Dropping `subscription` on any error below releases it again.
-        match tokio::time::timeout(self.confirm_timeout, active.wait_for(|active| *active)).await {
-            Ok(Ok(_)) => Ok((subscription, last)),
-            Ok(Err(_)) => Err(Error::Unavailable(
-                "the bus shut down before the subscription was confirmed".into(),
-            )),
-            Err(_) => Err(Error::Timeout(self.confirm_timeout)),
-        }
-    }
-
-    /// Topics with a feed in this process.
-    pub(crate) fn topic_count(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// Drops every feed: their subscribers see the end of the feed.
-    fn close(&self) {
-        self.connected.store(false, Ordering::Release);
-        self.ready.send_replace(false);
-        self.lock().clear();
-    }
-}
-
-/// The feed of `topic` with the map's own key, shared by every event.
-fn feed_mut<'a>(
-    feeds: &'a mut HashMap<Arc<str>, Feed>,
-    topic: &str,
-) -> Option<(Arc<str>, &'a mut Feed)> {
-    let key = feeds.get_key_value(topic)?.0.clone();
-    Some((key, feeds.get_mut(topic)?))
-}
-
-/// Run when a subscription drops: the last local subscriber of a topic
-/// takes the feed with it and asks the relay to unsubscribe.
-fn release(hub: &Weak<Hub>, topic: &Arc<str>, generation: u64) {
-    let Some(hub) = hub.upgrade() else { return };
-    let mut feeds = hub.lock();
-    if let Some(feed) = feeds.get_mut(topic)
-        && feed.generation == generation
-    {
-        feed.subscribers = feed.subscribers.saturating_sub(1);
-        if feed.subscribers == 0 {
-            feeds.remove(topic);
-            let _ = hub.reconcile.send(topic.clone());
-        }
-    }
-}
-
-/// Where a position stands relative to what a feed delivered.
-#[derive(Debug, PartialEq, Eq)]
-enum Order {
-    /// Deliver it: the next offset, another epoch, or nothing known yet.
-    Next,
-    /// Already delivered.
-    Duplicate,
-    /// Events between the last delivered and this one are missing.
-    Gap,
-}
-
-fn order(last: Option<Position>, position: Position) -> Order {
-    match last {
-        None => Order::Next,
-        Some(last) if last.epoch != position.epoch => Order::Next,
-        Some(last) if position.offset <= last.offset => Order::Duplicate,
-        Some(last) if position.offset == last.offset + 1 => Order::Next,
-        Some(_) => Order::Gap,
-    }
-}
 
 /// Why a relay operation did not complete.
 #[derive(Debug)]
@@ -299,29 +99,22 @@ pub(crate) struct Relay {
 }
 
 impl Relay {
-    /// Connects the first session (failing fast if that fails), starts the
-    /// relay task and waits for the first health check, so a subscriber
-    /// bus is ready when it is returned.
-    pub(crate) async fn start(
-        store: Arc<Store>,
-        shutdown: CancellationToken,
-    ) -> Result<Arc<Hub>, Error> {
-        let config = &store.config;
-        let client = ::redis::Client::open(config.url.as_str())
+    /// Starts the relay task on the current Tokio runtime and returns the
+    /// hub it feeds, without waiting for Redis: the task connects in the
+    /// background, retrying with backoff for as long as it takes. Until
+    /// its first health check arrives the hub is not ready and refuses
+    /// subscriptions. Fails only on a URL the client cannot use, or
+    /// outside a runtime.
+    pub(crate) fn start(store: Arc<Store>, shutdown: CancellationToken) -> Result<Arc<Hub>, Error> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            Error::Unavailable("a Redis subscriber must be created inside a Tokio runtime".into())
+        })?;
+        let client = ::redis::Client::open(store.config.url.as_str())
             .map_err(|e| Error::Unavailable(format!("invalid Redis URL {}: {e}", store.url)))?;
         let (reconcile, commands) = mpsc::unbounded_channel();
-        let hub = Arc::new(Hub {
-            feeds: Mutex::new(HashMap::new()),
-            reconcile,
-            connected: AtomicBool::new(false),
-            ready: watch::channel(false).0,
-            generations: AtomicU64::new(0),
-            queue_capacity: config.queue_capacity,
-            max_topics: config.max_topics,
-            confirm_timeout: config.operation_timeout() * 2,
-        });
+        let hub = Arc::new(Hub::new(&store.config, reconcile));
         let token = format!("{:016x}", rand::random::<u64>());
-        let mut relay = Relay {
+        let relay = Relay {
             health_channel: store.keys.health_channel(&token),
             store,
             hub: hub.clone(),
@@ -330,55 +123,45 @@ impl Relay {
             shutdown,
             checks_sent: 0,
         };
-        let session = relay.open().await.map_err(|stop| match stop {
-            Stop::Shutdown => Error::Unavailable("the bus shut down while connecting".into()),
-            Stop::Broken(why) => Error::Unavailable(format!(
-                "cannot subscribe at Redis {}: {why}",
-                relay.store.url
-            )),
-        })?;
-        let first_check = relay.store.config.ping_timeout + relay.store.config.operation_timeout();
-        let shutdown = relay.shutdown.clone();
-        tokio::spawn(relay.run(session));
-        let mut ready = hub.ready.subscribe();
-        if tokio::time::timeout(first_check, ready.wait_for(|ready| *ready))
-            .await
-            .is_err()
-        {
-            shutdown.cancel();
-            return Err(Error::Unavailable(
-                "Redis pub/sub did not deliver the first health check".into(),
-            ));
-        }
+        runtime.spawn(relay.run());
         Ok(hub)
     }
 
-    /// Reconnects forever with backoff until shutdown, then closes the hub.
-    async fn run(mut self, first: Session) {
+    /// Connects, and reconnects forever with backoff, until shutdown; then
+    /// closes the hub. The first connection is retried like any other, so
+    /// a gateway started before Redis waits for it.
+    async fn run(mut self) {
         let config = self.store.config.clone();
-        let mut backoff = config.backoff_min;
-        let mut session = Some(first);
+        let mut backoff = Backoff::new(config.backoff_min, config.backoff_max);
+        let mut connected_before = false;
         loop {
-            let current = match session.take() {
-                Some(current) => current,
-                None => match self.open().await {
-                    Ok(current) => {
+            let session = match self.open().await {
+                Ok(session) => {
+                    if connected_before {
                         Counters::add(&self.store.counters.reconnects, 1);
                         info!(url = %self.store.url, "redis pub/sub reconnected");
-                        current
+                    } else {
+                        info!(url = %self.store.url, "redis pub/sub connected");
                     }
-                    Err(Stop::Shutdown) => break,
-                    Err(Stop::Broken(why)) => {
-                        warn!(url = %self.store.url, %why, retry_in_ms = backoff.as_millis() as u64, "redis pub/sub reconnect failed");
-                        if self.pause(backoff).await.is_err() {
-                            break;
-                        }
-                        backoff = (backoff * 2).min(config.backoff_max);
-                        continue;
+                    connected_before = true;
+                    session
+                }
+                Err(Stop::Shutdown) => break,
+                Err(Stop::Broken(why)) => {
+                    let delay = backoff.next_delay();
+                    let retry_in_ms = delay.as_millis() as u64;
+                    if connected_before {
+                        warn!(url = %self.store.url, %why, retry_in_ms, "redis pub/sub reconnect failed");
+                    } else {
+                        warn!(url = %self.store.url, %why, retry_in_ms, "redis not reachable yet; retrying");
                     }
-                },
+                    if self.pause(delay).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
             };
-            let (end, healthy) = self.serve(current).await;
+            let (end, healthy) = self.serve(session).await;
             self.hub.connected.store(false, Ordering::Release);
             self.hub.ready.send_replace(false);
             match end {
@@ -388,12 +171,9 @@ impl Relay {
                     if healthy {
                         // A session that worked for a while: its failure says
                         // nothing about the next, so retry at once.
-                        backoff = config.backoff_min;
-                    } else {
-                        if self.pause(backoff).await.is_err() {
-                            break;
-                        }
-                        backoff = (backoff * 2).min(config.backoff_max);
+                        backoff.reset();
+                    } else if self.pause(backoff.next_delay()).await.is_err() {
+                        break;
                     }
                 }
             }
@@ -570,7 +350,7 @@ impl Relay {
             return Ok(());
         };
         for event in replay.events {
-            if order(feed.last, event.position) == Order::Duplicate {
+            if event.position.sequence(feed.last) == Sequence::Duplicate {
                 continue;
             }
             if Some(event.position) != live {
@@ -702,16 +482,20 @@ impl Relay {
                 // activation (and the reader's replay) covers it.
                 return Ok(());
             }
-            match order(feed.last, decoded.position) {
-                Order::Next => {
+            match decoded.position.sequence(feed.last) {
+                // Another epoch goes out too: the feed is shared by many
+                // readers, each of which finds the new history through its
+                // own replay (and tells its client with a reset); refilling
+                // here could not tell them apart.
+                Sequence::Next | Sequence::OtherEpoch => {
                     deliver(feed, &topic, decoded);
                     None
                 }
-                Order::Duplicate => {
+                Sequence::Duplicate => {
                     Counters::add(&self.store.counters.duplicates_dropped, 1);
                     None
                 }
-                Order::Gap => Some((topic, decoded)),
+                Sequence::Gap => Some((topic, decoded)),
             }
         };
         if let Some((topic, decoded)) = gap {
@@ -720,7 +504,7 @@ impl Relay {
             // the reader sees the jump and replays by itself.
             let mut feeds = self.hub.lock();
             if let Some(feed) = feeds.get_mut(&topic)
-                && order(feed.last, decoded.position) != Order::Duplicate
+                && decoded.position.sequence(feed.last) != Sequence::Duplicate
             {
                 deliver(feed, &topic, decoded);
             }
@@ -762,36 +546,5 @@ impl Relay {
         self.subscribe(session, &join).await?;
         join.extend(pending);
         self.catch_up(&join).await
-    }
-}
-
-/// Sends a message's event to the feed and advances its base.
-fn deliver(feed: &mut Feed, topic: &Arc<str>, message: Message) {
-    feed.last = Some(message.position);
-    let event = Event::new(
-        topic.clone(),
-        message.position,
-        message.event_type,
-        message.data,
-    );
-    // No receiver is fine: they may all be dropping right now.
-    let _ = feed.sender.send(Arc::new(event));
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use shared_types::Epoch;
-
-    #[test]
-    fn order_follows_the_contiguity_rules() {
-        let at = |epoch, offset| Position::new(Epoch(epoch), offset);
-        assert_eq!(order(None, at(1, 9)), Order::Next);
-        assert_eq!(order(Some(at(1, 4)), at(1, 5)), Order::Next);
-        assert_eq!(order(Some(at(1, 4)), at(1, 4)), Order::Duplicate);
-        assert_eq!(order(Some(at(1, 4)), at(1, 2)), Order::Duplicate);
-        assert_eq!(order(Some(at(1, 4)), at(1, 6)), Order::Gap);
-        assert_eq!(order(Some(at(1, 4)), at(2, 1)), Order::Next);
-        assert_eq!(order(Some(at(1, 4)), at(2, 9)), Order::Next);
     }
 }

@@ -71,9 +71,7 @@ impl Kind {
                 };
                 Engine {
                     bus: subscriber(config.clone()).await,
-                    publisher: Bus::redis(config, Role::Publisher)
-                        .await
-                        .expect("publisher connects"),
+                    publisher: connected(config, Role::Publisher).await,
                     _server: Some(server),
                 }
             }
@@ -91,14 +89,21 @@ pub(crate) fn redis_config(server: &RedisServer) -> RedisConfig {
         ping_timeout: Duration::from_millis(500),
         backoff_min: Duration::from_millis(100),
         backoff_max: Duration::from_secs(1),
+        startup_timeout: Duration::from_secs(10),
         ..RedisConfig::default()
     }
 }
 
+/// A Redis bus in `role`, once it is ready (within the config's
+/// `startup_timeout`).
+pub(crate) async fn connected(config: RedisConfig, role: Role) -> Bus {
+    let bus = Bus::redis(config, role).expect("a valid config");
+    bus.wait_ready().await.expect("the bus becomes ready");
+    bus
+}
+
 pub(crate) async fn subscriber(config: RedisConfig) -> Bus {
-    Bus::redis(config, Role::Subscriber)
-        .await
-        .expect("subscriber connects")
+    connected(config, Role::Subscriber).await
 }
 
 /// The next event, failing the test on anything else or after the deadline.

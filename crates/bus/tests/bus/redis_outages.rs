@@ -8,35 +8,78 @@ use redis::AsyncCommands;
 use shared_types::Position;
 use testkit::{RedisServer, wait_until};
 
-use crate::helpers::{eventually, next_event, offsets, raw_connection, redis_config, subscriber};
+use crate::helpers::{
+    connected, eventually, next_event, offsets, raw_connection, redis_config, subscriber,
+};
 
 /// How fast a publish must fail when Redis is gone: the 1 s operation
 /// deadline plus scheduling slack.
 const FAIL_FAST: Duration = Duration::from_millis(1500);
 
 async fn publisher(config: RedisConfig) -> Bus {
-    Bus::redis(config, Role::Publisher)
-        .await
-        .expect("publisher connects")
+    connected(config, Role::Publisher).await
 }
 
 #[tokio::test]
-async fn the_first_connect_fails_fast_naming_the_url_without_its_password() {
+async fn a_bus_created_before_redis_refuses_work_then_connects_by_itself() {
+    let mut server = RedisServer::start();
+    server.kill();
+    let config = redis_config(&server);
+    let gateway = Bus::redis(config.clone(), Role::Subscriber).expect("created without I/O");
+    let ingest = Bus::redis(config, Role::Publisher).expect("created without I/O");
+    assert!(!gateway.is_ready().await, "no Redis yet");
+    assert!(!ingest.is_ready().await, "no Redis yet");
+    let started = Instant::now();
+    assert!(matches!(
+        ingest.publish("t", "message", "early").await,
+        Err(Error::Unavailable(_))
+    ));
+    assert!(matches!(
+        gateway.subscribe("t").await,
+        Err(Error::Unavailable(_))
+    ));
+    assert!(
+        started.elapsed() < FAIL_FAST,
+        "refusing took {:?}",
+        started.elapsed()
+    );
+
+    server.restart();
+    gateway.wait_ready().await.expect("the gateway connects");
+    ingest.wait_ready().await.expect("ingest connects");
+    assert!(gateway.is_ready().await && ingest.is_ready().await);
+    let mut subscription = gateway.subscribe("t").await.unwrap();
+    let position = ingest.publish("t", "message", "late").await.unwrap();
+    assert_eq!(next_event(&mut subscription).await.position, position);
+    assert_eq!(
+        gateway.stats().reconnects,
+        0,
+        "the first connection is not a reconnect"
+    );
+}
+
+#[tokio::test]
+async fn waiting_for_an_absent_redis_fails_after_the_startup_timeout_naming_the_masked_url() {
     let mut server = RedisServer::start();
     let port = server.port();
     server.kill();
+    let startup_timeout = Duration::from_millis(300);
     for role in [Role::Publisher, Role::Subscriber] {
         let config = RedisConfig {
             url: format!("redis://user:hunter2@127.0.0.1:{port}/"),
+            backoff_min: Duration::from_millis(50),
+            startup_timeout,
             ..RedisConfig::default()
         };
+        let bus = Bus::redis(config, role).expect("created without I/O");
         let started = Instant::now();
-        let error = Bus::redis(config, role)
+        let error = bus
+            .wait_ready()
             .await
             .expect_err("nothing listens there")
             .to_string();
         assert!(
-            started.elapsed() < FAIL_FAST,
+            started.elapsed() >= startup_timeout && started.elapsed() < FAIL_FAST,
             "{role:?} took {:?}",
             started.elapsed()
         );
