@@ -1,6 +1,6 @@
 //! The `ingest` binary: the publish service over Redis.
 
-use service_kit::binary::{self, BusRole};
+use service_kit::binary;
 use service_kit::settings::{BinaryDefaults, Engine};
 
 #[actix_web::main]
@@ -10,5 +10,5 @@ async fn main() -> std::process::ExitCode {
         port: 8081,
         engine: Engine::Redis,
     };
-    binary::run(defaults, BusRole::Publisher, ingest::build).await
+    binary::run(defaults, bus::Role::Publisher, ingest::build).await
 }

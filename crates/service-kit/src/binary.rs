@@ -12,29 +12,14 @@ use std::process::ExitCode;
 use crate::server::App;
 use crate::settings::{self, BinaryDefaults, Command, Engine, Settings};
 
-/// What a process does with the bus, which decides how the Redis engine connects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BusRole {
-    /// Only publishes (ingest).
-    Publisher,
-    /// Subscribes and replays (gateway), or does everything (standalone).
-    Subscriber,
-}
-
 /// Creates the engine the settings name, without waiting for it: a Redis
 /// bus connects in the background (see [`wait_for_bus`]). Fails only on a
 /// Redis URL that cannot be used.
-pub fn open_bus(settings: &Settings, role: BusRole) -> anyhow::Result<bus::Bus> {
+pub fn open_bus(settings: &Settings, role: bus::Role) -> anyhow::Result<bus::Bus> {
     match settings.bus.engine {
         Engine::Memory => Ok(bus::Bus::memory(settings.memory_config())),
-        Engine::Redis => {
-            let role = match role {
-                BusRole::Publisher => bus::Role::Publisher,
-                BusRole::Subscriber => bus::Role::Subscriber,
-            };
-            bus::Bus::redis(settings.redis_config(), role)
-                .map_err(|error| anyhow::anyhow!("opening the Redis bus (redis.url): {error}"))
-        }
+        Engine::Redis => bus::Bus::redis(settings.redis_config(), role)
+            .map_err(|error| anyhow::anyhow!("opening the Redis bus (redis.url): {error}")),
     }
 }
 
@@ -50,7 +35,7 @@ pub async fn wait_for_bus(bus: &bus::Bus) -> anyhow::Result<()> {
 }
 
 /// Runs a service binary to completion; the exit code says how it ended.
-pub async fn run<F>(defaults: BinaryDefaults, role: BusRole, build: F) -> ExitCode
+pub async fn run<F>(defaults: BinaryDefaults, role: bus::Role, build: F) -> ExitCode
 where
     F: FnOnce(&Settings, bus::Bus) -> anyhow::Result<App>,
 {

@@ -1,6 +1,6 @@
 //! The `event-stream` binary: the whole API on one port, no Redis needed.
 
-use service_kit::binary::{self, BusRole};
+use service_kit::binary;
 use service_kit::settings::{BinaryDefaults, Engine};
 
 #[actix_web::main]
@@ -10,5 +10,5 @@ async fn main() -> std::process::ExitCode {
         port: 9990,
         engine: Engine::Memory,
     };
-    binary::run(defaults, BusRole::Subscriber, standalone::build).await
+    binary::run(defaults, bus::Role::Subscriber, standalone::build).await
 }

@@ -1,6 +1,6 @@
 //! The `stream-gateway` binary: the fan-out service over Redis.
 
-use service_kit::binary::{self, BusRole};
+use service_kit::binary;
 use service_kit::settings::{BinaryDefaults, Engine};
 
 #[actix_web::main]
@@ -10,5 +10,5 @@ async fn main() -> std::process::ExitCode {
         port: 8082,
         engine: Engine::Redis,
     };
-    binary::run(defaults, BusRole::Subscriber, stream_gateway::build).await
+    binary::run(defaults, bus::Role::Subscriber, stream_gateway::build).await
 }
