@@ -7,7 +7,8 @@
 //! - [`extract`]: reads the request by its Content-Type (JSON, urlencoded,
 //!   multipart, or the query string of a bodyless POST).
 //! - [`error`]: every way a publish fails, each with its status and JSend body.
-//! - [`routes`]: the handler.
+//! - [`routes`]: the handler, its state, and [`routes::admit`], where every
+//!   publish is admitted or refused before the bus is asked.
 //! - [`startup`]: mounts the routes and builds the service.
 //! - [`urlencoded`]: a strict form and query-string reader.
 
@@ -17,7 +18,8 @@ pub mod routes;
 pub mod startup;
 pub mod urlencoded;
 
-pub use startup::{IngestState, build, configure};
+pub use routes::IngestState;
+pub use startup::{build, configure};
 
 /// Response header carrying the id assigned to a published event.
 pub const EVENT_ID_HEADER: &str = "x-event-id";

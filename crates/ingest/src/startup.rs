@@ -3,18 +3,9 @@
 use actix_web::{guard, web};
 use service_kit::health::Health;
 use service_kit::{App, Metrics, Settings, Shutdown};
-use shared_types::Limits;
 
 use crate::extract;
-use crate::routes;
-
-/// What the publish handler needs.
-#[derive(Debug, Clone)]
-pub struct IngestState {
-    pub bus: bus::Bus,
-    pub limits: Limits,
-    pub metrics: Metrics,
-}
+use crate::routes::{self, IngestState};
 
 /// Mounts `POST /event-stream` (only POST: the standalone binary mounts the
 /// gateway's GET on the same path).
