@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::memory::Group;
 use crate::publisher::BodyFormat;
+use crate::sweep::SweepBy;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -18,6 +19,9 @@ past one process's open-file limit, over child processes), then publishes stampe
 at fixed rates (open loop) or flat out (closed loop), and reports deliveries/s, end-to-end \
 latency percentiles, loss, duplicates and order per subscriber, publish/s and publish \
 latency, and the memory per connection of the processes named with --mem.\n\n\
+Two more stages measure memory per unit: --topic-sweep (per new topic, by publishing to \
+it or only naming it in short GETs) and --replay (per client resuming a full history \
+without reading).\n\n\
 Defaults speak event-stream's API (--target); --sub-url, --pub-url and --body adapt it to \
 any other hub, e.g. Nchan:\n  loadgen --sub-url 'http://127.0.0.1:8080/sub?topic={topic}' \
 --pub-url 'http://127.0.0.1:8080/pub?topic={topic}' --body raw -n 1000 --rate 100"
@@ -139,6 +143,58 @@ pub struct Args {
     /// Upper bound on the churn's duration.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub churn_limit: Duration,
+
+    /// Memory per topic: after everything else, name this many new,
+    /// distinct topics in each pass of --sweep-by and report the --mem
+    /// processes' RSS growth per topic.
+    #[arg(long, default_value_t = 0)]
+    pub topic_sweep: usize,
+
+    /// The topic sweep's passes, in order, each over topics of its own:
+    /// `publish` (one event to each topic; answers counted by status) and
+    /// `subscribe` (GETs naming --topics-per-get unused topics each as
+    /// repeated `topic=`, closed at their first body bytes).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "publish")]
+    pub sweep_by: Vec<SweepBy>,
+
+    /// Topics per GET in a `subscribe` pass (event-stream's
+    /// `stream.max_topics` allows 16 by default).
+    #[arg(long, default_value_t = 16)]
+    pub topics_per_get: usize,
+
+    /// Concurrent connections of a topic sweep pass and of the replay's
+    /// history publishing.
+    #[arg(long, default_value_t = 16)]
+    pub sweep_concurrency: usize,
+
+    /// Upper bound on each topic sweep pass and on publishing the replay's
+    /// history.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub sweep_limit: Duration,
+
+    /// Memory per replaying client: after everything else, publish
+    /// --replay-history events (of --message-bytes) to each of the --topics
+    /// topics, then open this many streams naming all of them with
+    /// `Last-Event-ID: 0-0,...` (resume from the start) that never read,
+    /// and report the --mem processes' RSS growth per stream after --settle,
+    /// and again once they are closed. Keep --settle well inside the
+    /// server's send timeout, which cuts clients that do not read.
+    #[arg(long, default_value_t = 0)]
+    pub replay: usize,
+
+    /// Replaying clients waiting for their response head at a time (a
+    /// server may build the whole replay before it answers).
+    #[arg(long, default_value_t = 10)]
+    pub replay_concurrency: usize,
+
+    /// Events published to each topic before the replaying clients connect.
+    #[arg(long, default_value_t = 1000)]
+    pub replay_history: u64,
+
+    /// SO_RCVBUF of each replaying client's socket, in bytes: small, so the
+    /// replay waits in the server rather than in the client's kernel.
+    #[arg(long, default_value_t = 4096)]
+    pub recv_buffer: u32,
 
     /// Write the JSON report here (`-` for stdout; the human summary then
     /// goes to stderr).

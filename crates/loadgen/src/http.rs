@@ -71,11 +71,29 @@ pub async fn connect(
     source: Option<IpAddr>,
     timeout: Duration,
 ) -> anyhow::Result<TcpStream> {
+    connect_with_recv_buffer(dest, source, timeout, None).await
+}
+
+/// [`connect`], with the socket's receive buffer (SO_RCVBUF) set first when
+/// `recv_buffer` is given, so the window the server sees stays that small:
+/// a client that never reads then holds the server's data back in the
+/// server, where its memory is measured.
+pub async fn connect_with_recv_buffer(
+    dest: SocketAddr,
+    source: Option<IpAddr>,
+    timeout: Duration,
+    recv_buffer: Option<u32>,
+) -> anyhow::Result<TcpStream> {
     let socket = if dest.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
         TcpSocket::new_v6()?
     };
+    if let Some(bytes) = recv_buffer {
+        socket
+            .set_recv_buffer_size(bytes)
+            .context("setting SO_RCVBUF")?;
+    }
     if let Some(ip) = source {
         socket
             .bind(SocketAddr::new(ip, 0))
@@ -368,8 +386,14 @@ async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> anyhow::Result<
 
 /// A `GET` request for `url`.
 pub fn get_request(url: &Url, accept: &str) -> Vec<u8> {
+    get_request_with(url, accept, "")
+}
+
+/// A `GET` request for `url` with `extra` header lines, each ending in
+/// CRLF.
+pub fn get_request_with(url: &Url, accept: &str, extra: &str) -> Vec<u8> {
     format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: {accept}\r\nCache-Control: no-cache\r\nUser-Agent: loadgen\r\n\r\n",
+        "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: {accept}\r\nCache-Control: no-cache\r\nUser-Agent: loadgen\r\n{extra}\r\n",
         url.target, url.authority
     )
     .into_bytes()

@@ -6,7 +6,8 @@
 //! arrived: deliveries per second, end-to-end latency (each message carries
 //! its send time), loss, duplicates and order per subscriber, publishes per
 //! second and their latency, and the memory per connection of the server
-//! processes it is told to watch. Every loop is bounded in count and time.
+//! processes it is told to watch, and per topic or per replaying client
+//! when asked. Every loop is bounded in count and time.
 //!
 //! # Layout
 //! - [`args`]: the command line.
@@ -23,6 +24,8 @@
 //! - [`histogram`]: mergeable latency histograms.
 //! - [`memory`]: RSS and open files from `/proc`.
 //! - [`churn`]: connect/disconnect cycles.
+//! - [`sweep`]: memory per topic, over many new topics.
+//! - [`replay`]: memory per client resuming a full history without reading.
 //! - [`protocol`]: what the coordinator and workers exchange.
 //! - [`report`]: the JSON report and its human summary.
 
@@ -34,8 +37,10 @@ pub mod memory;
 pub mod payload;
 pub mod protocol;
 pub mod publisher;
+pub mod replay;
 pub mod report;
 pub mod run;
 pub mod subscriber;
+pub mod sweep;
 pub mod tracker;
 pub mod worker;

@@ -78,19 +78,92 @@ pub struct GroupReport {
 
 impl GroupReport {
     pub fn new(group: &Group, before: Sample, after: Sample, connections: u64) -> Self {
-        let grown = after.rss_kib as f64 - before.rss_kib as f64;
         Self {
             name: group.name.clone(),
             pids: group.pids.clone(),
             before,
             after,
-            bytes_per_connection: if connections == 0 {
-                0.0
-            } else {
-                grown * 1024.0 / connections as f64
-            },
+            bytes_per_connection: bytes_per_unit(before, after, connections),
         }
     }
+}
+
+/// What one group's memory grew by over a stage that created `units` of
+/// something: topics for a topic sweep, replaying clients for a replay.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Growth {
+    pub name: String,
+    pub pids: Vec<u32>,
+    pub before: Sample,
+    /// After the stage and the settle time, with whatever it opened still
+    /// open.
+    pub after: Sample,
+    /// After what the stage opened was closed and the settle time passed
+    /// again: what the server gave back. Only for stages that hold
+    /// connections.
+    pub closed: Option<Sample>,
+    pub units: u64,
+    /// (after − before) RSS / units, in bytes.
+    pub bytes_per_unit: f64,
+}
+
+impl Growth {
+    /// `before` and `after` hold one sample per group of `groups`.
+    pub fn of_groups(
+        groups: &[Group],
+        before: &[Sample],
+        after: &[Sample],
+        units: u64,
+    ) -> Vec<Self> {
+        groups
+            .iter()
+            .zip(before.iter().zip(after))
+            .map(|(group, (&before, &after))| Self {
+                name: group.name.clone(),
+                pids: group.pids.clone(),
+                before,
+                after,
+                closed: None,
+                units,
+                bytes_per_unit: bytes_per_unit(before, after, units),
+            })
+            .collect()
+    }
+}
+
+/// Reads every group once.
+pub fn sample_all(groups: &[Group]) -> Vec<Sample> {
+    groups.iter().map(Group::sample).collect()
+}
+
+fn bytes_per_unit(before: Sample, after: Sample, units: u64) -> f64 {
+    if units == 0 {
+        return 0.0;
+    }
+    (after.rss_kib as f64 - before.rss_kib as f64) * 1024.0 / units as f64
+}
+
+/// Memory of every TCP socket buffer on the machine, in KiB
+/// (`/proc/net/sockstat`, counted in pages). Kernel memory, so no process's
+/// RSS shows it: where a stream's unsent data waits in socket buffers
+/// rather than in the server, this is where it is seen.
+pub fn tcp_buffers_kib() -> u64 {
+    let text = std::fs::read_to_string("/proc/net/sockstat").unwrap_or_default();
+    let pages = text
+        .lines()
+        .find_map(|line| line.strip_prefix("TCP:"))
+        .and_then(|fields| {
+            let mut words = fields.split_whitespace();
+            while let Some(word) = words.next() {
+                if word == "mem" {
+                    return words.next()?.parse::<u64>().ok();
+                }
+            }
+            None
+        })
+        .unwrap_or(0);
+    // Pages of 4 KiB on every platform this tool runs on.
+    pages * 4
 }
 
 /// The machine's load average, to note how busy it was during a run.
@@ -116,5 +189,7 @@ mod tests {
         assert!(sample.rss_kib > 0 && sample.fds > 0, "{sample:?}");
         assert!("nopids=".parse::<Group>().is_err());
         assert!("x=1,y".parse::<Group>().is_err());
+        // Some socket is open on any machine running tests; the line parses.
+        let _ = tcp_buffers_kib();
     }
 }

@@ -5,6 +5,8 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -182,6 +184,123 @@ async fn publish(plan: &PhasePlan, publisher: usize, start: Instant) -> Publishe
         }
     }
     result
+}
+
+/// A fixed number of publishes spread over keep-alive connections, for
+/// filling topics rather than pacing load: publish `i` goes to topic
+/// `i % topics.len()`.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// The publish URL with `{topic}` still in it (replaced per publish).
+    pub url: Url,
+    pub body: BodyFormat,
+    pub topics: Arc<[String]>,
+    pub count: u64,
+    pub message_bytes: usize,
+    pub connections: usize,
+    /// Bound on each publish.
+    pub timeout: Duration,
+    /// Bound on the whole batch; what is left when it passes stays unsent.
+    pub limit: Duration,
+    pub source_ips: Vec<IpAddr>,
+}
+
+/// What a [`Batch`] did.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BatchResult {
+    pub sent: u64,
+    /// Answered 2xx.
+    pub ok: u64,
+    /// Answered otherwise, or not at all (then counted in `errors`).
+    pub failed: u64,
+    pub statuses: BTreeMap<u16, u64>,
+    pub errors: BTreeMap<String, u64>,
+    /// Not sent before the time limit.
+    pub unsent: u64,
+    pub seconds: f64,
+}
+
+impl BatchResult {
+    fn merge(&mut self, other: Self) {
+        self.sent += other.sent;
+        self.ok += other.ok;
+        self.failed += other.failed;
+        for (status, n) in other.statuses {
+            *self.statuses.entry(status).or_default() += n;
+        }
+        for (error, n) in other.errors {
+            *self.errors.entry(error).or_default() += n;
+        }
+    }
+}
+
+/// Sends every publish of `batch`, or as many as fit in its time limit.
+pub async fn publish_batch(batch: Batch) -> BatchResult {
+    let batch = Arc::new(batch);
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + batch.limit;
+    let mut tasks = tokio::task::JoinSet::new();
+    for connection in 0..batch.connections.max(1) {
+        let (batch, next) = (batch.clone(), next.clone());
+        tasks.spawn(async move {
+            let source = (!batch.source_ips.is_empty())
+                .then(|| batch.source_ips[connection % batch.source_ips.len()]);
+            let mut link = Connection::new(batch.url.clone(), source);
+            let mut result = BatchResult::default();
+            let mut message = String::with_capacity(batch.message_bytes + 64);
+            let mut request = Vec::with_capacity(batch.message_bytes + 256);
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= batch.count || Instant::now() >= deadline {
+                    return result;
+                }
+                let topic = &batch.topics[(i % batch.topics.len() as u64) as usize];
+                let url = batch
+                    .url
+                    .with_target(batch.url.target.replace("{topic}", topic));
+                let stamp = Stamp {
+                    phase: 0,
+                    publisher: connection as u32,
+                    seq: i,
+                    sent_micros: payload::now_micros(),
+                };
+                payload::encode(stamp, batch.message_bytes, &mut message);
+                build_request(&url, batch.body, topic, &message, &mut request);
+                result.sent += 1;
+                match tokio::time::timeout(batch.timeout, link.exchange(&request)).await {
+                    Ok(Ok(response)) => {
+                        *result.statuses.entry(response.status).or_default() += 1;
+                        if (200..300).contains(&response.status) {
+                            result.ok += 1;
+                        } else {
+                            result.failed += 1;
+                        }
+                    }
+                    Ok(Err(error)) => {
+                        result.failed += 1;
+                        *result.errors.entry(format!("{error:#}")).or_default() += 1;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Err(_) => {
+                        result.failed += 1;
+                        *result.errors.entry("timed out".to_owned()).or_default() += 1;
+                        // The late response would be taken for the next one's.
+                        link = Connection::new(batch.url.clone(), source);
+                    }
+                }
+            }
+        });
+    }
+    let mut total = BatchResult::default();
+    while let Some(result) = tasks.join_next().await {
+        if let Ok(result) = result {
+            total.merge(result);
+        }
+    }
+    total.unsent = batch.count.saturating_sub(total.sent);
+    total.seconds = started.elapsed().as_secs_f64();
+    total
 }
 
 /// A whole POST request carrying `message` to `topic`.

@@ -7,8 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::churn::ChurnResult;
 use crate::histogram::LatencySummary;
-use crate::memory::{GroupReport, Sample};
+use crate::memory::{GroupReport, Growth, Sample};
 use crate::protocol::MissingSample;
+use crate::replay::ReplaySummary;
+use crate::sweep::{SweepBy, SweepPass};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RunReport {
@@ -25,6 +27,12 @@ pub struct RunReport {
     pub memory: Vec<GroupReport>,
     pub phases: Vec<PhaseSummary>,
     pub churn: Option<ChurnSummary>,
+    /// Memory per topic, one entry per --sweep-by pass.
+    #[serde(default)]
+    pub topic_sweep: Vec<SweepPass>,
+    /// Memory per replaying client.
+    #[serde(default)]
+    pub replay: Option<ReplaySummary>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -253,6 +261,74 @@ impl RunReport {
                 );
             }
         }
+        for pass in &self.topic_sweep {
+            let by = match pass.by {
+                SweepBy::Publish => "publish, one event each",
+                SweepBy::Subscribe => "subscribe only, GETs closed at once",
+            };
+            let _ = writeln!(
+                out,
+                "topic sweep ({by}): {} new topics in {} requests ({} ok, {} failed, {} unsent) in {:.1} s",
+                pass.topics, pass.requests, pass.ok, pass.failed, pass.unsent, pass.seconds
+            );
+            if !pass.statuses.is_empty() {
+                let _ = writeln!(out, "  statuses: {}", counts(&pass.statuses));
+            }
+            if !pass.errors.is_empty() {
+                let _ = writeln!(out, "  errors: {}", counts(&pass.errors));
+            }
+            growth(&mut out, &pass.memory, "topic");
+        }
+        if let Some(r) = &self.replay {
+            let h = &r.history;
+            let _ = writeln!(
+                out,
+                "replay: {} topics × {} events of {} bytes published ({} ok, {} failed, {} unsent; statuses {}) in {:.1} s",
+                r.topics,
+                r.events_per_topic,
+                r.message_bytes,
+                h.ok,
+                h.failed,
+                h.unsent,
+                counts(&h.statuses),
+                h.seconds
+            );
+            let _ = writeln!(
+                out,
+                "  {} clients resuming from the start, never reading (SO_RCVBUF {} bytes), {} at a time: {} open, {} failed in {:.1} s",
+                r.clients, r.recv_buffer, r.concurrency, r.opened, r.failed, r.connect_seconds
+            );
+            if !r.errors.is_empty() {
+                let _ = writeln!(out, "  errors: {}", counts(&r.errors));
+            }
+            growth(&mut out, &r.memory, "client");
+            let [before, open, closed] = r.tcp_buffers_kib;
+            let _ = writeln!(
+                out,
+                "  TCP socket buffers, machine-wide: {:.0} KiB/client ({before} → {open} KiB; {closed} KiB once closed)",
+                (open as f64 - before as f64) / r.opened.max(1) as f64
+            );
+        }
         out
+    }
+}
+
+fn growth(out: &mut String, memory: &[Growth], unit: &str) {
+    for m in memory {
+        let closed = m
+            .closed
+            .map(|c| format!("; {} KiB, {} open files once closed", c.rss_kib, c.fds))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  memory {}: {:.0} bytes/{unit} = {:.1} KiB (RSS {} → {} KiB, open files {} → {}{closed})",
+            m.name,
+            m.bytes_per_unit,
+            m.bytes_per_unit / 1024.0,
+            m.before.rss_kib,
+            m.after.rss_kib,
+            m.before.fds,
+            m.after.fds,
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! The coordinator: opens the subscriber population, runs the publishing
-//! phases, measures memory and churn, and assembles the report.
+//! phases, measures memory and churn, then memory per topic and per
+//! replaying client, and assembles the report.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
@@ -14,9 +15,11 @@ use crate::memory::{self, GroupReport};
 use crate::payload;
 use crate::protocol::{Command, ConnectReport, PhaseReport, Report, StopReport, WorkerConfig};
 use crate::publisher::{self, Pace, PhasePlan};
+use crate::replay::{self, ReplayPlan};
 use crate::report::{
     ChurnSamples, ChurnSummary, DeliverySummary, PhaseSummary, PublishSummary, RunReport,
 };
+use crate::sweep::{self, SweepPlan};
 use crate::worker::WorkerLink;
 
 /// Runs what `args` asks for and returns the report.
@@ -200,6 +203,51 @@ pub async fn run(args: &Args) -> anyhow::Result<RunReport> {
             })
             .collect();
         report.churn = Some(ChurnSummary { result, samples });
+    }
+    // Each stage below names topics the server has never seen, so what it
+    // keeps for them is new and measured from a settled start.
+    if args.topic_sweep > 0 {
+        let plan = SweepPlan {
+            sub_template: sub_template.clone(),
+            pub_url: Url::parse(&pub_template, args.allow_remote)?,
+            body: args.body,
+            topics_per_get: args.topics_per_get,
+            message_bytes: args.message_bytes,
+            concurrency: args.sweep_concurrency,
+            publish_timeout: args.publish_timeout,
+            limit: args.sweep_limit,
+            settle: args.settle,
+            source_ips: source_ips.clone(),
+            allow_remote: args.allow_remote,
+        };
+        for (pass, by) in args.sweep_by.iter().enumerate() {
+            let names = (0..args.topic_sweep)
+                .map(|i| format!("{prefix}-s{pass}-{i}"))
+                .collect();
+            report
+                .topic_sweep
+                .push(sweep::run(&plan, *by, names, &args.memory).await?);
+        }
+    }
+    if args.replay > 0 {
+        let plan = ReplayPlan {
+            sub_template: sub_template.clone(),
+            pub_url: Url::parse(&pub_template, args.allow_remote)?,
+            body: args.body,
+            topics: topics.iter().map(|t| format!("{t}-r")).collect(),
+            events_per_topic: args.replay_history,
+            message_bytes: args.message_bytes,
+            clients: args.replay,
+            concurrency: args.replay_concurrency,
+            recv_buffer: args.recv_buffer,
+            publish_timeout: args.publish_timeout,
+            connect_timeout: args.connect_timeout,
+            limit: args.sweep_limit,
+            settle: args.settle,
+            source_ips: source_ips.clone(),
+            allow_remote: args.allow_remote,
+        };
+        report.replay = Some(replay::run(&plan, &args.memory).await?);
     }
     report.load_average_end = memory::load_average();
     Ok(report)

@@ -202,3 +202,51 @@ fn subscribers_spread_over_processes_and_source_addresses_then_churn() {
     let churn = report.churn.as_ref().expect("a churn section");
     assert_eq!((churn.result.ok, churn.result.failed), (100, 0), "{human}");
 }
+
+#[test]
+fn topic_sweeps_and_replayers_report_memory_per_unit() {
+    let hub = Hub::start();
+    let pid = hub.pid().to_string();
+    let (report, output) = loadgen(&[
+        "--target",
+        &hub.url(),
+        "--topic-sweep",
+        "64",
+        "--sweep-by",
+        "subscribe,publish",
+        "--topics-per-get",
+        "16",
+        "--topics",
+        "3",
+        "--replay",
+        "4",
+        "--replay-history",
+        "20",
+        "--message-bytes",
+        "100",
+        "--settle",
+        "200ms",
+        "--mem",
+        &format!("hub={pid}"),
+    ]);
+    let human = String::from_utf8_lossy(&output.stderr);
+    let [subscribe, publish] = &report.topic_sweep[..] else {
+        panic!("two sweep passes expected: {human}");
+    };
+    // 64 topics, 16 per GET: four GETs, each answered 200.
+    assert_eq!((subscribe.requests, subscribe.ok), (4, 4), "{human}");
+    assert_eq!(publish.statuses.get(&201), Some(&64), "{human}");
+    for pass in [subscribe, publish] {
+        assert_eq!(pass.topics, 64, "{human}");
+        assert_eq!(pass.memory[0].units, 64, "{human}");
+    }
+    let replay = report.replay.as_ref().expect("a replay section");
+    assert_eq!(replay.history.statuses.get(&201), Some(&60), "{human}");
+    assert_eq!((replay.opened, replay.failed), (4, 0), "{human}");
+    assert_eq!(replay.last_event_id, "0-0,0-0,0-0");
+    let memory = &replay.memory[0];
+    // The four streams were open when measured, and gone once closed.
+    assert!(memory.after.fds >= memory.before.fds + 4, "{human}");
+    let closed = memory.closed.expect("a reading after closing");
+    assert!(closed.fds < memory.after.fds, "{human}");
+}
