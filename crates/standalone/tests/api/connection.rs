@@ -1,4 +1,4 @@
-//! Streams served on the connection itself (`service_kit::connection`):
+//! Streams served on the connection itself (the `connection` crate):
 //! what the fast path answers, what it hands to actix on the same
 //! connection, and clients that go away. Raw sockets, so the bytes on the
 //! wire are what is checked.
@@ -140,7 +140,7 @@ async fn a_request_head_split_across_many_writes_resumes_from_its_last_event_id(
 async fn a_head_too_long_for_the_fast_path_is_served_by_actix_all_the_same() {
     let app = spawn_app().await;
     let mut client = Raw::connect(&app).await;
-    let filler = "a".repeat(service_kit::connection::MAX_HEAD * 2);
+    let filler = "a".repeat(connection::MAX_HEAD * 2);
     client
         .send(
             format!("GET /event-stream HTTP/1.1\r\nHost: t\r\nX-Filler: {filler}\r\n\r\n")
