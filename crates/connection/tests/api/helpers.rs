@@ -26,6 +26,8 @@ pub const TIMEOUT: Duration = Duration::from_millis(300);
 
 pub const STREAM_PATH: &str = "/event-stream";
 
+pub type Observed = (&'static str, &'static str, u16);
+
 /// What the test route and observer saw; shared with the test.
 #[derive(Debug, Clone, Default)]
 pub struct Seen {
@@ -33,7 +35,8 @@ pub struct Seen {
     /// dropping it ends the stream.
     pub streams: Arc<Mutex<Vec<Option<mpsc::UnboundedSender<Bytes>>>>>,
     pub ended: Arc<Mutex<Vec<StreamEnd>>>,
-    pub requests: Arc<Mutex<Vec<(&'static str, &'static str, u16)>>>,
+    /// (method label, route, status) of each request observed.
+    pub requests: Arc<Mutex<Vec<Observed>>>,
 }
 
 /// What the route's bodies are.
@@ -134,10 +137,10 @@ impl Observer for TestObserver {
 }
 
 /// The actix-http app: `GET /event-stream` streams the fixed frame (as the
-/// route does), a `POST` echoes its body, anything else is `200 ok`.
+/// route does), a `POST` or `PUT` echoes its body, anything else is `200 ok`.
 pub fn app() -> AppFactory {
     actix_service::boxed::factory(fn_service(|mut request: Request| async move {
-        if request.method() == Method::POST {
+        if matches!(request.method(), &Method::POST | &Method::PUT) {
             let mut payload = request.take_payload();
             let mut body = Vec::new();
             while let Some(chunk) = payload.next().await {

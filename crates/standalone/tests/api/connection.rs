@@ -182,6 +182,68 @@ async fn an_http_1_0_client_gets_the_stream_with_the_same_headers() {
 }
 
 #[tokio::test]
+async fn an_http_1_0_stream_is_close_delimited_on_both_paths() {
+    // A short grace period: shutdown ends the streams soon.
+    let app = spawn_app_with(&[("ES__HTTP__SHUTDOWN_GRACE_MS", "200")]).await;
+    let filler = "a".repeat(connection::MAX_HEAD * 2);
+    let requests = [
+        ("the fast path", String::new()),
+        ("actix", format!("X-Filler: {filler}\r\n")),
+    ];
+    let mut clients = Vec::new();
+    for (path, extra) in requests {
+        let mut client = Raw::connect(&app).await;
+        client
+            .send(
+                format!(
+                    "GET /event-stream?topic=ten HTTP/1.0\r\nConnection: keep-alive\r\n{extra}\r\n"
+                )
+                .as_bytes(),
+            )
+            .await;
+        client.read_until("retry: 3000\n\n").await;
+        clients.push((path, client));
+    }
+    app.publish_to("ten", "bare").await;
+    for (_, client) in &mut clients {
+        client.read_until("data: bare\n\n").await;
+    }
+    app.shutdown.begin();
+    for (path, mut client) in clients {
+        let text = client.read_to_end().await;
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.0 200 OK\r\n"), "{path}: {head}");
+        assert!(!head.contains("transfer-encoding"), "{path}: {head}");
+        assert!(!head.contains("keep-alive"), "{path}: {head}");
+        assert!(
+            body.starts_with("retry: 3000\n\n"),
+            "{path}: chunked? {body:?}"
+        );
+        assert!(!body.contains("\r\n"), "{path}: chunked? {body:?}");
+    }
+}
+
+#[tokio::test]
+async fn invented_methods_share_one_metric_label() {
+    let app = spawn_app().await;
+    for method in ["FOOA", "FOOB"] {
+        let mut client = Raw::connect(&app).await;
+        client
+            .send(
+                format!("{method} /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
+            )
+            .await;
+        client.read_to_end().await;
+    }
+    let count = app
+        .metric(&format!(
+            "{REQUEST_METRIC}{{method=\"other\",route=\"unmatched\",status=\"404\"}}"
+        ))
+        .await;
+    assert_eq!(count, 2.0);
+}
+
+#[tokio::test]
 async fn head_is_refused_with_405_and_the_allowed_methods() {
     let app = spawn_app().await;
     let mut client = Raw::connect(&app).await;
