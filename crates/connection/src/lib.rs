@@ -8,10 +8,17 @@
 //!
 //! - a request head must arrive whole within [`Config::request_timeout`] of
 //!   its first byte (the first request's from accept), on every request of
-//!   every connection: else `408`, then the connection closes;
+//!   every connection: else `408`, then the connection closes. On actix's
+//!   path the bound runs until the response starts, so a request body and
+//!   the handler's answer must fit in it too;
 //! - a connection idle between requests closes after
 //!   [`Config::keep_alive`], or at once when shutdown begins, and so does one
-//!   whose next request is only partly read;
+//!   whose next request is only partly read (on the fast path);
+//! - a stream is written as chunks to HTTP/1.1 clients; a route head with
+//!   `no_chunking` (what HTTP/1.0 needs) gets bare frames and the
+//!   connection closes after them; a client that closes its side ends its
+//!   stream at once, and the route hears how each stream ended
+//!   ([`StreamRoute::ended`]);
 //! - at most [`Config::max_connections`] connections per worker, and at most
 //!   [`Config::max_connections_per_address`] from one client address across
 //!   all workers (IPv6 grouped by /64); past it a client gets a `503`;
