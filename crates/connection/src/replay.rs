@@ -16,10 +16,11 @@
 //! No `408` follows a response that announced the connection's close:
 //! what is read after it is the rest of its request's body, drained.
 //!
-//! Known gap: bytes of a next request that actix read together with the
-//! previous one (pipelined in one packet) are not timed once that
-//! previous response is written; actix then holds them until the client
-//! sends more or closes.
+//! Bytes of a next request that actix read together with the previous one
+//! (pipelined in one packet) are not timed here once that response is
+//! written: actix's keep-alive timer, armed after the response, closes the
+//! connection (without a `408`) unless more bytes come, which start this
+//! deadline.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;

@@ -132,3 +132,16 @@ async fn an_idle_connection_served_by_actix_closes_after_keep_alive() {
     assert_eq!(client.read.len(), answered, "closed without a 408");
     assert!(started.elapsed() < TIMEOUT * 4, "{:?}", started.elapsed());
 }
+
+#[tokio::test]
+async fn a_partial_request_pipelined_behind_an_actix_answer_is_closed() {
+    let server = spawn_server();
+    let mut client = server.connect().await;
+    let started = Instant::now();
+    client
+        .send(b"GET /other HTTP/1.1\r\nHost: x\r\n\r\nGET /oth")
+        .await;
+    let text = client.read_to_end().await;
+    assert!(text.contains("\r\n\r\nok"), "{text}");
+    assert!(started.elapsed() < TIMEOUT * 4, "{:?}", started.elapsed());
+}
