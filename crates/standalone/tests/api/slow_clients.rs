@@ -125,3 +125,39 @@ async fn a_client_that_stops_reading_entirely_is_aborted_after_the_send_timeout(
     assert!(app.metric("es_slow_client_disconnects_total").await >= 1.0);
     drop(stuck);
 }
+
+#[tokio::test]
+async fn a_client_aborted_by_the_kernel_before_it_falls_behind_is_counted_as_slow() {
+    // A queue that never overflows here: only the timed-out write tells
+    // that the client stopped reading.
+    let app = spawn_app_with(&[
+        ("ES__STREAM__QUEUE_CAPACITY", "100000"),
+        ("ES__HTTP__SEND_TIMEOUT_MS", "1000"),
+    ])
+    .await;
+    let port: u16 = app.address.rsplit(':').next().unwrap().parse().unwrap();
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stuck = socket.connect(([127, 0, 0, 1], port).into()).await.unwrap();
+    stuck
+        .write_all(b"GET /event-stream HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .unwrap();
+    wait_until("the stuck client is connected", || async {
+        app.metric("es_stream_connections").await == 1.0
+    })
+    .await;
+    let big = "z".repeat(60_000);
+    for i in 0..200 {
+        app.bus
+            .publish("default", "message", &format!("{i}:{big}"))
+            .await
+            .unwrap();
+    }
+    wait_until("the stuck stream was freed", || async {
+        app.metric("es_stream_connections").await == 0.0
+    })
+    .await;
+    assert_eq!(app.metric("es_slow_client_disconnects_total").await, 1.0);
+    drop(stuck);
+}
