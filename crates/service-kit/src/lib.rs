@@ -4,15 +4,14 @@
 //! # Layout
 //! - [`settings`]: the one configuration tree, layered defaults → file → `ES__` env.
 //! - [`telemetry`]: tracing subscriber, text or JSON.
-//! - [`server`]: binds, serves an app factory, shuts down on a signal within a grace period.
-//! - [`connection`]: each accepted connection: a stream route served on the socket, the rest by actix-http.
+//! - [`server`]: builds the actix-web app, serves it through the `connection` crate,
+//!   shuts down on a signal within a grace period.
 //! - [`shutdown`]: the token streams watch and the readiness flag.
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics` and JSend fallbacks.
 //! - [`metrics`]: the Prometheus registry and the counters services update.
 //! - [`jsend`]: turning a JSend value into an HTTP response.
 
 pub mod binary;
-pub mod connection;
 pub mod health;
 pub mod jsend;
 pub mod metrics;

@@ -13,6 +13,7 @@ use prometheus_client::registry::Registry;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
+    /// From [`connection::method_label`]'s fixed set, never the raw method.
     pub method: String,
     /// The matched route pattern, not the raw path, to bound cardinality.
     pub route: String,
@@ -94,7 +95,7 @@ impl Metrics {
         );
         registry.register(
             "slow_client_disconnects",
-            "Streams closed because the client fell a whole queue behind",
+            "Streams closed because the client fell a whole queue behind or stopped reading",
             slow_disconnects.clone(),
         );
         registry.register(
@@ -199,5 +200,24 @@ impl Metrics {
         ));
         out.push_str("# EOF\n");
         out
+    }
+}
+
+/// Requests the connection layer answers itself are recorded like those
+/// actix-web's middleware sees.
+impl connection::Observer for Metrics {
+    fn request(
+        &self,
+        method: &'static str,
+        route: &'static str,
+        status: actix_http::StatusCode,
+        elapsed: Duration,
+    ) {
+        let labels = RequestLabels {
+            method: method.to_owned(),
+            route: route.to_owned(),
+            status: status.as_u16(),
+        };
+        self.observe_request(labels, elapsed);
     }
 }

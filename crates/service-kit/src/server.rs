@@ -1,10 +1,8 @@
 //! Binds, serves, and stops gracefully.
 //!
-//! Connections are accepted on actix-server and start in
-//! [`crate::connection`], which serves a service's stream route itself and
-//! hands everything else to an actix-http service built here the way
-//! actix-web's `HttpServer` builds it (same timeouts, half-close and
-//! graceful-shutdown settings, same app).
+//! Connections are accepted by the `connection` crate, which serves a
+//! service's stream route itself and hands everything else to the
+//! actix-web app built here (routes, health, request metrics, JSend 404s).
 //!
 //! [`serve`] returns an [`App`] that is already bound (port 0 allowed), so
 //! tests and binaries start exactly the same code. Shutdown order: readiness
@@ -12,22 +10,15 @@
 //! spread over part of the grace period), the listener closes, and whatever
 //! is still open when the grace period ends is cut and logged.
 
-use std::net::TcpListener;
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use actix_http::{HttpService, KeepAlive, ServiceConfig};
-use actix_service::{
-    IntoServiceFactory as _, ServiceFactory as _, ServiceFactoryExt as _, fn_factory, fn_service,
-    map_config,
-};
+use actix_service::{IntoServiceFactory as _, ServiceFactoryExt as _, map_config};
 use actix_web::dev::{AppConfig, Server, Service as _};
-use actix_web::rt::net::TcpStream;
 use actix_web::web;
 use anyhow::Context as _;
+use connection::{AppFactory, NoStreamRoute, StreamRoute};
 use futures_util::FutureExt as _;
 
-use crate::connection::{self, NoStreamRoute, StreamRoute, Worker};
 use crate::health;
 use crate::metrics::RequestLabels;
 use crate::settings::HttpSettings;
@@ -106,7 +97,7 @@ where
 }
 
 /// [`serve`], with `stream` served on the connection itself when a request
-/// is a plain `GET` of its path (see [`crate::connection`]). `configure`
+/// is a plain `GET` of its path (see the `connection` crate). `configure`
 /// should mount the same route too: actix serves it for every request the
 /// fast path hands over.
 pub fn serve_with_stream<F, R>(
@@ -119,101 +110,57 @@ where
     F: Fn(&mut web::ServiceConfig) + Clone + Send + 'static,
     R: StreamRoute,
 {
-    let address = format!("{}:{}", settings.host, settings.port);
-    let listener = TcpListener::bind(&address)
-        .with_context(|| format!("binding {address} (http.host, http.port)"))?;
-    let local = listener.local_addr().context("reading the bound address")?;
-    let port = local.port();
+    let workers = settings.workers();
+    let config = connection::Config {
+        host: settings.host.clone(),
+        port: settings.port,
+        workers,
+        max_connections: settings.max_connections_per_worker(workers),
+        max_connections_per_address: settings.max_connections_per_address,
+        request_timeout: Duration::from_millis(settings.request_timeout_ms),
+        keep_alive: KEEP_ALIVE,
+        send_timeout: Duration::from_millis(settings.send_timeout_ms),
+        shutdown_grace: Duration::from_millis(settings.shutdown_grace_ms),
+    };
     let shutdown = health.shutdown.clone();
-    let grace = Duration::from_millis(settings.shutdown_grace_ms);
-    let workers = match settings.workers {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
-    };
-    let send_timeout = Duration::from_millis(settings.send_timeout_ms);
-    let mut builder = Server::build();
-    let graceful = builder.graceful_shutdown_signal();
-    builder = builder
-        .workers(workers)
-        .max_concurrent_connections(settings.max_connections)
-        .disable_signals()
-        .shutdown_timeout(grace.as_secs().max(1));
-    // Called once per worker, on the worker's thread: everything below
-    // is that worker's, like actix-web's `HttpServer` builds it.
-    let per_worker = move || {
-        let health = health.clone();
-        let configure = configure.clone();
-        let stream = stream.clone();
-        let graceful = graceful.clone();
-        fn_factory(move || {
-            let app = app(health.clone(), configure.clone());
-            let stream = stream.clone();
-            let graceful = graceful.clone();
-            let health = health.clone();
-            async move {
-                let actix = HttpService::build()
-                    // Idle keep-alive connections close when shutdown begins
-                    // (hidden in actix-http's docs; actix-web sets it so).
-                    .graceful_shutdown_signal(move || {
-                        let graceful = graceful.clone();
-                        async move { graceful.notified().await }
-                    })
-                    .keep_alive(KeepAlive::default())
-                    .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
-                    .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
-                    // A client that closes its side is gone: free its
-                    // stream at once instead of when the next write fails.
-                    .h1_allow_half_closed(false)
-                    .local_addr(local)
-                    .finish(map_config(
-                        app.into_factory()
-                            .map_err(|error: actix_web::Error| error.error_response()),
-                        // The app uses neither the host nor the address it
-                        // would carry (no URL generation).
-                        |_| AppConfig::default(),
-                    ))
-                    .new_service(())
-                    .await?;
-                let worker = Rc::new(Worker {
-                    route: stream,
-                    config: ServiceConfig::new(
-                        KeepAlive::default(),
-                        CLIENT_REQUEST_TIMEOUT,
-                        CLIENT_DISCONNECT_TIMEOUT,
-                        false,
-                        Some(local),
-                    ),
-                    actix: actix_service::boxed::service(actix),
-                    shutdown: health.shutdown.clone(),
-                    metrics: health.metrics.clone(),
-                    send_timeout,
-                });
-                Ok::<_, ()>(fn_service(move |io: TcpStream| {
-                    // Boxed: actix-server moves the future it spawns into an
-                    // `async` block, which would hold it twice for the
-                    // connection's life.
-                    Box::pin(connection::serve(io, worker.clone())).map(Ok::<_, ()>)
-                }))
-            }
-        })
-    };
-    let server = builder
-        .listen("event-stream", listener, per_worker)
-        .with_context(|| format!("listening on {address}"))?
-        .run();
+    let metrics = health.metrics.clone();
+    let address = format!("{}:{}", settings.host, settings.port);
+    let bound = connection::bind(
+        &config,
+        move || boxed_app(health.clone(), configure.clone()),
+        stream,
+        metrics,
+    )
+    .with_context(|| format!("listening on {address} (http.host, http.port)"))?;
+    let port = bound.port();
     tracing::info!(%address, port, workers, "listening");
     Ok(App {
         port,
-        server,
+        server: bound.into_server(),
         shutdown,
-        grace,
+        grace: config.shutdown_grace,
     })
 }
 
-/// actix-web's defaults, which the server used before it accepted
-/// connections itself.
-const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// actix-web's default keep-alive, which the services have always used.
+const KEEP_ALIVE: Duration = Duration::from_secs(5);
+
+/// [`app`] as the connection layer takes it: actix-http's request and
+/// response types, errors rendered as responses, boxed.
+fn boxed_app<F>(health: health::Health, configure: F) -> AppFactory
+where
+    F: Fn(&mut web::ServiceConfig) + 'static,
+{
+    actix_service::boxed::factory(map_config(
+        app(health, configure)
+            .into_factory()
+            .map(|response| actix_http::Response::from(response).map_into_boxed_body())
+            .map_err(|error: actix_web::Error| actix_http::Response::from(error.error_response())),
+        // The app uses neither the host nor the address it would carry
+        // (no URL generation).
+        |_| AppConfig::default(),
+    ))
+}
 
 /// The actix-web app: the service's routes, the operational ones, request
 /// metrics and JSend 404s.
@@ -236,7 +183,8 @@ where
     actix_web::App::new()
         .wrap_fn(move |request, service| {
             let started = Instant::now();
-            let method = request.method().to_string();
+            // A fixed set of labels: invented methods share `other`.
+            let method = connection::method_label(request.method()).to_owned();
             let metrics = metrics.clone();
             service.call(request).map(move |result| {
                 if let Ok(response) = &result {

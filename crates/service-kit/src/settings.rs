@@ -58,8 +58,17 @@ pub struct HttpSettings {
     /// How long a stopping service waits for streams and requests to end.
     pub shutdown_grace_ms: u64,
     /// Most simultaneous connections per worker; past it, new ones wait in
-    /// the accept queue instead of exhausting file descriptors.
+    /// the accept queue instead of exhausting file descriptors. 0: derived
+    /// from the open-file limit (less a reserve), divided over the workers.
     pub max_connections: usize,
+    /// Most simultaneous connections from one client address (IPv6: one
+    /// /64) across all workers, so one client cannot take them all; past
+    /// it a client gets a 503. 0: no limit.
+    pub max_connections_per_address: usize,
+    /// The longest a request head may take to arrive from its first byte
+    /// (a connection's first request: from accept), on every request; on
+    /// requests actix serves, until the response starts, body included.
+    pub request_timeout_ms: u64,
     /// A connection whose peer accepts no data for this long is aborted by
     /// the kernel (TCP_USER_TIMEOUT): a stream client that stopped reading
     /// entirely never polls its stream again, so only the kernel can end it.
@@ -227,9 +236,10 @@ impl Settings {
 
     /// Rules serde cannot express.
     fn check(&self) -> Result<(), SettingsError> {
-        let positive: [(&'static str, u64); 11] = [
+        let positive: [(&'static str, u64); 12] = [
             ("bus.max_topics", self.bus.max_topics as u64),
             ("http.send_timeout_ms", self.http.send_timeout_ms),
+            ("http.request_timeout_ms", self.http.request_timeout_ms),
             ("stream.keepalive_ms", self.stream.keepalive_ms),
             ("stream.queue_capacity", self.stream.queue_capacity as u64),
             ("stream.max_topics", self.stream.max_topics as u64),
@@ -323,7 +333,9 @@ impl Settings {
     /// `stream.max_streams`, or when 0, the open-file limit less a reserve.
     pub fn max_streams(&self) -> usize {
         match self.stream.max_streams {
-            0 => open_file_limit().map_or(10_000, |limit| limit.saturating_sub(256).max(64)),
+            0 => {
+                open_file_limit().map_or(10_000, |limit| limit.saturating_sub(FILE_RESERVE).max(64))
+            }
             n => n,
         }
     }
@@ -334,6 +346,30 @@ impl Settings {
         }
     }
 }
+
+impl HttpSettings {
+    /// `workers`, or when 0, one per CPU core.
+    pub fn workers(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+
+    /// `max_connections`, or when 0, the open-file limit less a reserve
+    /// (listeners, Redis, logs) shared out over `workers`.
+    pub fn max_connections_per_worker(&self, workers: usize) -> usize {
+        match self.max_connections {
+            0 => open_file_limit().map_or(25_000, |limit| {
+                (limit.saturating_sub(FILE_RESERVE) / workers.max(1)).max(1)
+            }),
+            n => n,
+        }
+    }
+}
+
+/// Open files kept back from connections and streams for everything else.
+const FILE_RESERVE: usize = 256;
 
 /// The soft limit on open files, from `/proc/self/limits` (Linux).
 fn open_file_limit() -> Option<usize> {
@@ -448,7 +484,9 @@ pub const DEFAULTS: &str = r#"
 host = "0.0.0.0"
 workers = 0
 shutdown_grace_ms = 10000
-max_connections = 25000
+max_connections = 0
+max_connections_per_address = 1000
+request_timeout_ms = 5000
 send_timeout_ms = 30000
 
 [log]
@@ -544,6 +582,10 @@ mod tests {
             (("ES__HTTP__PORT", "nope"), "http.port"),
             (("ES__HTTP__PORT", "70000"), "http.port"),
             (("ES__STREAM__KEEPALIVE_MS", "0"), "stream.keepalive_ms"),
+            (
+                ("ES__HTTP__REQUEST_TIMEOUT_MS", "0"),
+                "http.request_timeout_ms",
+            ),
             (("ES__BUS__ENGINE", "kafka"), "bus.engine"),
             (("ES__LOG__FORMAT", "xml"), "log.format"),
             (("ES__REDIS__URL", "http://x"), "redis.url"),
@@ -616,6 +658,27 @@ mod tests {
         let set = Settings::load_from(STANDALONE, None, env(&[("ES__STREAM__MAX_STREAMS", "7")]))
             .unwrap();
         assert_eq!(set.max_streams(), 7);
+    }
+
+    #[test]
+    fn max_connections_defaults_to_the_open_file_limit_shared_by_workers() {
+        let settings = Settings::load_from(STANDALONE, None, env(&[])).unwrap();
+        let limit = open_file_limit().unwrap();
+        let per_worker = settings.http.max_connections_per_worker(4);
+        assert_eq!(per_worker, (limit - FILE_RESERVE) / 4);
+        assert!(
+            per_worker * 4 < limit,
+            "all workers together stay under {limit}"
+        );
+        let set = Settings::load_from(STANDALONE, None, env(&[("ES__HTTP__MAX_CONNECTIONS", "7")]))
+            .unwrap();
+        assert_eq!(
+            set.http.max_connections_per_worker(4),
+            7,
+            "explicit values are kept"
+        );
+        assert_eq!(settings.http.max_connections_per_address, 1000);
+        assert_eq!(settings.http.request_timeout_ms, 5000);
     }
 
     #[test]

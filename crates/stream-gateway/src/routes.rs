@@ -1,9 +1,12 @@
 //! `GET /event-stream`, on both paths that serve it: actix-web's router and
-//! the connection-level fast path (see [`service_kit::connection`]).
+//! the connection-level fast path (see the `connection` crate).
 
+use actix_web::body::BoxBody;
+use actix_web::dev::Response;
+use actix_web::http::Version;
 use actix_web::http::header::{CacheControl, CacheDirective, HeaderMap};
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError as _, web};
-use service_kit::connection::{RequestHead, StreamRoute};
+use connection::{RequestHead, StreamEnd, StreamRoute};
 
 use crate::error::StreamError;
 use crate::request;
@@ -20,7 +23,9 @@ pub async fn subscribe(
     state: web::Data<GatewayState>,
 ) -> Result<HttpResponse, StreamError> {
     let stream = open(state.get_ref(), req.query_string(), req.headers()).await?;
-    Ok(response_head().streaming(stream))
+    let mut response = response_head(req.version()).streaming(stream);
+    close_delimited_for(req.version(), &mut response);
+    Ok(response)
 }
 
 /// Everything a stream request does before its first byte: the refusals
@@ -48,15 +53,29 @@ async fn open(
     .await?)
 }
 
-/// The status and headers of a stream's response.
-fn response_head() -> HttpResponseBuilder {
+/// The status and headers of a stream's response to a `version` request.
+fn response_head(version: Version) -> HttpResponseBuilder {
     let mut response = HttpResponse::Ok();
     response
         .content_type("text/event-stream")
         .insert_header(CacheControl(vec![CacheDirective::NoCache]))
         // Tells nginx not to buffer this response.
         .insert_header(("X-Accel-Buffering", "no"));
+    if version < Version::HTTP_11 {
+        // The body will end with the connection (below).
+        response.force_close();
+    }
     response
+}
+
+/// HTTP/1.0 has no chunked encoding (RFC 9112 §6.1): a stream to an
+/// HTTP/1.0 client is written bare and ends when the connection closes.
+/// actix-http, and the fast path, frame a stream so when its head says
+/// `no_chunking`.
+fn close_delimited_for(version: Version, response: &mut HttpResponse) {
+    if version < Version::HTTP_11 {
+        response.head_mut().no_chunking(true);
+    }
 }
 
 /// The stream route served on the connection itself, without actix-http's
@@ -72,10 +91,25 @@ impl StreamRoute for LeanSubscribe {
         PATH
     }
 
-    async fn open(&self, head: &RequestHead) -> Result<(HttpResponse, EventStream), HttpResponse> {
+    async fn open(
+        &self,
+        head: &RequestHead,
+    ) -> Result<(Response<BoxBody>, EventStream), Response<BoxBody>> {
         match open(&self.0, head.uri.query().unwrap_or_default(), &head.headers).await {
-            Ok(stream) => Ok((response_head().finish(), stream)),
-            Err(error) => Err(error.error_response()),
+            Ok(stream) => {
+                let mut response = response_head(head.version).finish();
+                close_delimited_for(head.version, &mut response);
+                Ok((response.into(), stream))
+            }
+            Err(error) => Err(error.error_response().into()),
+        }
+    }
+
+    /// A stream whose writes timed out had a client that stopped reading:
+    /// counted as a slow-client disconnect like one that fell a queue behind.
+    fn ended(&self, mut body: EventStream, end: StreamEnd) {
+        if end == StreamEnd::WriteTimedOut {
+            body.client_stopped_reading();
         }
     }
 }

@@ -119,7 +119,8 @@ pub struct EventStream {
     /// The stream ends once `pending` is written.
     finished: bool,
     metrics: Metrics,
-    /// Set when the stream ended because its client fell a queue behind.
+    /// Set when the stream ended because its client fell a queue behind or
+    /// stopped reading (its writes timed out).
     too_slow: bool,
     _permit: Permit,
     /// Deliveries not yet added to the shared counter (saves an atomic
@@ -337,6 +338,12 @@ impl EventStream {
             self.metrics.delivered().inc_by(self.unreported);
             self.unreported = 0;
         }
+    }
+
+    /// The client stopped reading and the connection was aborted: counted
+    /// in `es_slow_client_disconnects_total` when the stream is dropped.
+    pub fn client_stopped_reading(&mut self) {
+        self.too_slow = true;
     }
 
     fn cursor(&self) -> Cursor {

@@ -1,4 +1,4 @@
-//! Streams served on the connection itself (`service_kit::connection`):
+//! Streams served on the connection itself (the `connection` crate):
 //! what the fast path answers, what it hands to actix on the same
 //! connection, and clients that go away. Raw sockets, so the bytes on the
 //! wire are what is checked.
@@ -140,7 +140,7 @@ async fn a_request_head_split_across_many_writes_resumes_from_its_last_event_id(
 async fn a_head_too_long_for_the_fast_path_is_served_by_actix_all_the_same() {
     let app = spawn_app().await;
     let mut client = Raw::connect(&app).await;
-    let filler = "a".repeat(service_kit::connection::MAX_HEAD * 2);
+    let filler = "a".repeat(connection::MAX_HEAD * 2);
     client
         .send(
             format!("GET /event-stream HTTP/1.1\r\nHost: t\r\nX-Filler: {filler}\r\n\r\n")
@@ -179,6 +179,68 @@ async fn an_http_1_0_client_gets_the_stream_with_the_same_headers() {
     }
     app.publish_to("old-client", "hello 1.0").await;
     client.read_until("data: hello 1.0\n\n").await;
+}
+
+#[tokio::test]
+async fn an_http_1_0_stream_is_close_delimited_on_both_paths() {
+    // A short grace period: shutdown ends the streams soon.
+    let app = spawn_app_with(&[("ES__HTTP__SHUTDOWN_GRACE_MS", "200")]).await;
+    let filler = "a".repeat(connection::MAX_HEAD * 2);
+    let requests = [
+        ("the fast path", String::new()),
+        ("actix", format!("X-Filler: {filler}\r\n")),
+    ];
+    let mut clients = Vec::new();
+    for (path, extra) in requests {
+        let mut client = Raw::connect(&app).await;
+        client
+            .send(
+                format!(
+                    "GET /event-stream?topic=ten HTTP/1.0\r\nConnection: keep-alive\r\n{extra}\r\n"
+                )
+                .as_bytes(),
+            )
+            .await;
+        client.read_until("retry: 3000\n\n").await;
+        clients.push((path, client));
+    }
+    app.publish_to("ten", "bare").await;
+    for (_, client) in &mut clients {
+        client.read_until("data: bare\n\n").await;
+    }
+    app.shutdown.begin();
+    for (path, mut client) in clients {
+        let text = client.read_to_end().await;
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.0 200 OK\r\n"), "{path}: {head}");
+        assert!(!head.contains("transfer-encoding"), "{path}: {head}");
+        assert!(!head.contains("keep-alive"), "{path}: {head}");
+        assert!(
+            body.starts_with("retry: 3000\n\n"),
+            "{path}: chunked? {body:?}"
+        );
+        assert!(!body.contains("\r\n"), "{path}: chunked? {body:?}");
+    }
+}
+
+#[tokio::test]
+async fn invented_methods_share_one_metric_label() {
+    let app = spawn_app().await;
+    for method in ["FOOA", "FOOB"] {
+        let mut client = Raw::connect(&app).await;
+        client
+            .send(
+                format!("{method} /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
+            )
+            .await;
+        client.read_to_end().await;
+    }
+    let count = app
+        .metric(&format!(
+            "{REQUEST_METRIC}{{method=\"other\",route=\"unmatched\",status=\"404\"}}"
+        ))
+        .await;
+    assert_eq!(count, 2.0);
 }
 
 #[tokio::test]

@@ -1,9 +1,9 @@
 //! A client that stops reading is cut off alone; nobody else waits for it.
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpSocket;
+use tokio::net::{TcpSocket, TcpStream};
 
-use crate::helpers::{data, next_events, spawn_app_with, wait_until};
+use crate::helpers::{TestApp, data, next_events, spawn_app_with, wait_until};
 
 /// Decodes an HTTP/1.1 chunked body; None if it is not complete.
 fn dechunk(mut raw: &[u8]) -> Option<Vec<u8>> {
@@ -91,13 +91,9 @@ async fn a_client_that_never_reads_is_cut_off_after_a_whole_event_and_others_get
     assert_eq!(app.metric("es_stream_connections").await, 0.0);
 }
 
-#[tokio::test]
-async fn a_client_that_stops_reading_entirely_is_aborted_after_the_send_timeout() {
-    let app = spawn_app_with(&[
-        ("ES__STREAM__QUEUE_CAPACITY", "16"),
-        ("ES__HTTP__SEND_TIMEOUT_MS", "1500"),
-    ])
-    .await;
+/// A subscriber to the default topic with a tiny receive window that will
+/// read nothing, once its stream is open.
+async fn stuck_subscriber(app: &TestApp) -> TcpStream {
     let port: u16 = app.address.rsplit(':').next().unwrap().parse().unwrap();
     let socket = TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
@@ -110,6 +106,17 @@ async fn a_client_that_stops_reading_entirely_is_aborted_after_the_send_timeout(
         app.metric("es_stream_connections").await == 1.0
     })
     .await;
+    stuck
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_entirely_is_aborted_after_the_send_timeout() {
+    let app = spawn_app_with(&[
+        ("ES__STREAM__QUEUE_CAPACITY", "16"),
+        ("ES__HTTP__SEND_TIMEOUT_MS", "1500"),
+    ])
+    .await;
+    let stuck = stuck_subscriber(&app).await;
     let big = "y".repeat(60_000);
     for i in 0..300 {
         app.bus
@@ -123,5 +130,30 @@ async fn a_client_that_stops_reading_entirely_is_aborted_after_the_send_timeout(
     })
     .await;
     assert!(app.metric("es_slow_client_disconnects_total").await >= 1.0);
+    drop(stuck);
+}
+
+#[tokio::test]
+async fn a_client_aborted_by_the_kernel_before_it_falls_behind_is_counted_as_slow() {
+    // A queue that never overflows here: only the timed-out write tells
+    // that the client stopped reading.
+    let app = spawn_app_with(&[
+        ("ES__STREAM__QUEUE_CAPACITY", "100000"),
+        ("ES__HTTP__SEND_TIMEOUT_MS", "1000"),
+    ])
+    .await;
+    let stuck = stuck_subscriber(&app).await;
+    let big = "z".repeat(60_000);
+    for i in 0..200 {
+        app.bus
+            .publish("default", "message", &format!("{i}:{big}"))
+            .await
+            .unwrap();
+    }
+    wait_until("the stuck stream was freed", || async {
+        app.metric("es_stream_connections").await == 0.0
+    })
+    .await;
+    assert_eq!(app.metric("es_slow_client_disconnects_total").await, 1.0);
     drop(stuck);
 }

@@ -1,5 +1,4 @@
-//! One TCP connection: a service's stream route served on the socket
-//! itself, everything else handed to actix-http.
+//! One accepted connection, from its first byte to its close.
 //!
 //! actix-http's h1 dispatcher gives every connection an 8 KiB read buffer
 //! and an 8 KiB write buffer and keeps both for as long as the connection
@@ -7,110 +6,86 @@
 //! receives frames the process already holds, those buffers were most of its
 //! memory. So a connection starts here, with no buffer of its own:
 //!
-//! 1. Read the request head into a small buffer and parse it with
-//!    actix-http's own codec (so parsing, and later the response head, are
-//!    exactly actix's).
+//! 1. Read the request head into a small buffer (1 KiB, grown up to
+//!    [`MAX_HEAD`]) and parse it with actix-http's own codec (so parsing,
+//!    and later the response head, are exactly actix's).
 //! 2. A plain `GET` of the stream route's path (HTTP/1.0 or 1.1, no body,
 //!    no upgrade, no `Expect`) is served here: the route opens the stream
 //!    or refuses it, the head is encoded by the codec, and the body's shared
-//!    frames are written with vectored writes, framed as chunks, without
-//!    copying them into a buffer. Then the connection waits for its next
-//!    request, as actix's keep-alive would.
+//!    frames are written with vectored writes, framed as chunks (HTTP/1.1)
+//!    or bare and then closed (a head with `no_chunking`, which HTTP/1.0
+//!    needs), without copying them into a buffer. The route learns how the
+//!    stream ended ([`StreamRoute::ended`]). Then the connection waits for
+//!    its next request, as actix's keep-alive would.
 //! 3. Anything else (another path or method, a body, a head longer than
 //!    [`MAX_HEAD`], bytes actix must judge) is handed to actix-http on the
-//!    same connection, with the bytes already read replayed first; actix
-//!    serves that request and every later one.
+//!    same connection, with the bytes already read replayed first and the
+//!    request's deadline carried over (`replay`); actix serves that request
+//!    and every later one.
 //!
-//! What actix did for streams is kept: a client that closes its side ends
-//! its stream at once (`h1_allow_half_closed(false)`), the first request
-//! must arrive within the client request timeout (else 408), an idle
-//! keep-alive connection closes after the keep-alive timeout or when
-//! shutdown begins, and request metrics are recorded alike.
+//! Promises kept on this path:
+//! - a request head must be whole within the request timeout of its first
+//!   byte (the first request's from accept; bytes pipelined during a stream
+//!   from the stream's end): else `408` (best effort), then close;
+//! - a client that closes its side ends its stream at once;
+//! - at most 16 KiB may be pipelined during a stream (kept and served
+//!   after it); more closes the connection;
+//! - an idle connection closes after the keep-alive timeout, and an idle
+//!   or half-read one at once when shutdown begins;
+//! - a client over the per-address limit gets its head read (bounded by
+//!   the deadline and [`MAX_HEAD`]) and a `503`, then the connection closes;
+//! - every answered stream request is given to the [`Observer`].
 
-use std::convert::Infallible;
 use std::future::{Future, poll_fn};
 use std::io::{self, IoSlice, Write as _};
 use std::net::SocketAddr;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::rc::Rc;
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
-use actix_codec::{AsyncRead, AsyncWrite, Decoder as _, Encoder as _, ReadBuf};
+use actix_codec::{AsyncWrite as _, Decoder as _, Encoder as _};
 use actix_http::body::BodySize;
 use actix_http::error::DispatchError;
 use actix_http::h1::{Codec, Message, MessageType};
-use actix_http::{Protocol, Request, Response, ServiceConfig, StatusCode};
+use actix_http::{ConnectionType, Method, Protocol, Request, ServiceConfig, Version};
+use actix_server::GracefulShutdownSignal;
 use actix_service::Service as _;
 use actix_service::boxed::BoxService;
-use actix_web::HttpResponse;
-use actix_web::http::{Method, Version};
-use actix_web::rt::net::TcpStream;
 use bytes::{Buf, Bytes, BytesMut};
-use futures_util::Stream;
+use futures_core::Stream;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
 
-pub use actix_web::dev::RequestHead;
+use crate::MAX_HEAD;
+use crate::answer;
+use crate::per_address::PerAddress;
+use crate::replay::Replay;
+use crate::route::{Observer, StreamEnd, StreamRoute, method_label};
 
-use crate::metrics::{Metrics, RequestLabels};
-use crate::shutdown::Shutdown;
-
-/// A request head longer than this is not read here: actix-http gets it
-/// (and answers 431 past its own, larger limit). Browsers' EventSource
-/// heads, cookies included, are usually well under it.
-pub const MAX_HEAD: usize = 4096;
 /// What a head is first read into; grown up to [`MAX_HEAD`].
 const HEAD_BUFFER: usize = 1024;
 /// Bytes a client may send while its stream is open (a pipelined request,
 /// kept for after the stream) before the connection is closed.
 const MAX_PIPELINED: usize = 16 * 1024;
 
-/// A `GET` route whose responses are long-lived streams, served on the
-/// connection itself instead of by actix-http (see the module docs).
-pub trait StreamRoute: Clone + Send + 'static {
-    /// The response body: shared frames, written as they come.
-    type Body: Stream<Item = Result<Bytes, Infallible>> + Unpin + 'static;
-
-    /// The exact path (without query) this route serves.
-    fn path(&self) -> &'static str;
-
-    /// Opens a stream for a bodiless `GET` of [`StreamRoute::path`]: the
-    /// response head (its body is ignored) and the body, or a whole
-    /// response refusing it.
-    fn open(
-        &self,
-        head: &RequestHead,
-    ) -> impl Future<Output = Result<(HttpResponse, Self::Body), HttpResponse>>;
-}
-
-/// For services without a stream route: every connection goes to actix.
-#[derive(Debug, Clone, Copy)]
-pub enum NoStreamRoute {}
-
-impl StreamRoute for NoStreamRoute {
-    type Body = futures_util::stream::Empty<Result<Bytes, Infallible>>;
-
-    fn path(&self) -> &'static str {
-        match *self {}
-    }
-
-    async fn open(&self, _: &RequestHead) -> Result<(HttpResponse, Self::Body), HttpResponse> {
-        match *self {}
-    }
-}
-
 /// actix-http's service for the connections handed to it.
 pub(crate) type Actix = BoxService<(Replay, Protocol, Option<SocketAddr>), (), DispatchError>;
 
 /// What every connection of one worker shares.
-pub(crate) struct Worker<R> {
+pub(crate) struct Worker<R, O> {
     pub(crate) route: Option<R>,
-    /// The timeouts actix-http is given; also what the codec encodes
-    /// response heads with (the cached `date` header included).
+    pub(crate) observer: O,
+    /// What the codec encodes response heads with (keep-alive on, the
+    /// cached `date` header); actix-http is given the same.
     pub(crate) config: ServiceConfig,
     pub(crate) actix: Actix,
-    pub(crate) shutdown: Shutdown,
-    pub(crate) metrics: Metrics,
+    /// Fires when the server starts a graceful stop (and stays fired).
+    pub(crate) stop: GracefulShutdownSignal,
+    pub(crate) per_address: Option<PerAddress>,
+    pub(crate) request_timeout: Duration,
+    pub(crate) keep_alive: Duration,
     pub(crate) send_timeout: Duration,
 }
 
@@ -120,26 +95,40 @@ pub(crate) struct Worker<R> {
 /// paid by every idle stream: only writing the body happens inline, and
 /// every other step (reading a head, opening a stream, actix's dispatcher)
 /// is boxed while it runs.
-pub(crate) async fn serve<R: StreamRoute>(io: TcpStream, worker: Rc<Worker<R>>) {
-    // A stream client that stops reading entirely never lets its stream be
-    // polled again; only the kernel can end such a connection.
-    if let Err(error) = socket2::SockRef::from(&io).set_tcp_user_timeout(Some(worker.send_timeout))
-    {
-        tracing::debug!(%error, "cannot set TCP_USER_TIMEOUT");
-    }
+pub(crate) async fn serve<R: StreamRoute, O: Observer>(io: TcpStream, worker: Rc<Worker<R, O>>) {
+    // The first request's deadline runs from accept.
+    let first = Instant::now() + worker.request_timeout;
+    set_send_timeout(&io, worker.send_timeout);
+    let _slot = match (&worker.per_address, io.peer_addr()) {
+        (Some(limits), Ok(peer)) => match limits.admit(peer.ip()) {
+            Some(slot) => Some(slot),
+            None => return Box::pin(refuse(&worker, io, first)).await,
+        },
+        _ => None,
+    };
     let Some(route) = worker.route.as_ref() else {
-        return Box::pin(hand_over(&worker, io, BytesMut::new())).await;
+        return Box::pin(hand_over(&worker, io, BytesMut::new(), Some(first))).await;
     };
     let mut io = io;
     let mut buf = BytesMut::new();
-    let mut wait = Wait::First(deadline(worker.config.client_request_deadline()));
+    let mut wait = Wait {
+        head: Some(first),
+        idle: first,
+    };
     loop {
-        let head = Box::pin(read_head(&mut io, &mut buf, &worker, wait, route.path())).await;
+        let head = Box::pin(read_head(
+            &mut io,
+            &mut buf,
+            &worker,
+            &mut wait,
+            route.path(),
+        ))
+        .await;
         let (request, codec) = match head {
             Ok(Head::Stream(request, codec)) => (request, codec),
-            Ok(Head::Other) => return Box::pin(hand_over(&worker, io, buf)).await,
+            Ok(Head::Other) => return Box::pin(hand_over(&worker, io, buf, wait.head)).await,
             Ok(Head::Closed) => return close(io).await,
-            Ok(Head::TimedOut) => return Box::pin(request_timeout(&worker, io)).await,
+            Ok(Head::TimedOut) => return request_timeout(&worker, io).await,
             Err(error) => {
                 tracing::debug!(%error, "connection failed while reading a request");
                 return;
@@ -156,12 +145,19 @@ pub(crate) async fn serve<R: StreamRoute>(io: TcpStream, worker: Rc<Worker<R>>) 
             }) => io.write_all(&response).await.map(|()| keep_alive),
             Ok(Opened::Stream {
                 head,
-                body,
+                mut body,
                 chunked,
                 keep_alive,
-            }) => write_body(&mut io, head, body, chunked, &mut buf)
-                .await
-                .map(|end| keep_alive && end == End::Finished && !worker.shutdown.is_draining()),
+            }) => {
+                let end = write_body(&mut io, head, &mut body, chunked, &mut buf).await;
+                let stream_end = end.stream_end();
+                route.ended(body, stream_end);
+                match end {
+                    End::Finished => Ok(keep_alive && !stopped(&worker.stop)),
+                    End::ClientGone => Ok(false),
+                    End::Failed(error) => Err(error),
+                }
+            }
         };
         match keep_alive {
             Ok(true) => {}
@@ -171,22 +167,41 @@ pub(crate) async fn serve<R: StreamRoute>(io: TcpStream, worker: Rc<Worker<R>>) 
                 return;
             }
         }
-        wait = Wait::Next(deadline(worker.config.keep_alive_deadline()));
+        wait = Wait {
+            head: None,
+            idle: Instant::now() + worker.keep_alive,
+        };
     }
 }
 
-fn deadline(at: Option<Instant>) -> Option<tokio::time::Instant> {
-    at.map(tokio::time::Instant::from_std)
+/// Lets the kernel abort a connection whose peer acknowledges nothing for
+/// `timeout`: a stream client that stops reading entirely never lets its
+/// stream be polled again, so only the kernel can end it.
+fn set_send_timeout(io: &TcpStream, timeout: Duration) {
+    #[cfg(target_os = "linux")]
+    if let Err(error) = socket2::SockRef::from(io).set_tcp_user_timeout(Some(timeout)) {
+        tracing::debug!(%error, "cannot set TCP_USER_TIMEOUT");
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (io, timeout);
+}
+
+/// Whether the server's graceful stop has begun.
+fn stopped(stop: &GracefulShutdownSignal) -> bool {
+    let notified = pin!(stop.notified());
+    notified
+        .poll(&mut Context::from_waker(Waker::noop()))
+        .is_ready()
 }
 
 /// How long a connection may wait for a request head.
 #[derive(Debug, Clone, Copy)]
-enum Wait {
-    /// The first request's head must be complete by then (else 408).
-    First(Option<tokio::time::Instant>),
-    /// Keep-alive: the next request must start by then, and shutdown
-    /// closes the connection while none has started.
-    Next(Option<tokio::time::Instant>),
+struct Wait {
+    /// The current request's deadline, once it has started (the first
+    /// request's from the start).
+    head: Option<Instant>,
+    /// Keep-alive: while no request has started, the connection closes then.
+    idle: Instant,
 }
 
 enum Head {
@@ -194,17 +209,18 @@ enum Head {
     Stream(Request, Codec),
     /// Anything else: actix-http serves the connection from here on.
     Other,
-    /// The client closed, or keep-alive ended, between requests.
+    /// The client closed, keep-alive ended, or shutdown began, between
+    /// requests or in the middle of a head.
     Closed,
-    /// The first request did not arrive in time.
+    /// A started request did not arrive whole in time.
     TimedOut,
 }
 
-async fn read_head<R: StreamRoute>(
+async fn read_head<R: StreamRoute, O>(
     io: &mut TcpStream,
     buf: &mut BytesMut,
-    worker: &Worker<R>,
-    wait: Wait,
+    worker: &Worker<R, O>,
+    wait: &mut Wait,
     path: &str,
 ) -> io::Result<Head> {
     loop {
@@ -229,28 +245,24 @@ async fn read_head<R: StreamRoute>(
                 // Too long, malformed (actix answers 400) or odd.
                 Ok(_) | Err(_) => return Ok(Head::Other),
             }
+            // A request has started (maybe pipelined during a stream, which
+            // is then its start): from now on its deadline runs.
+            wait.head
+                .get_or_insert_with(|| Instant::now() + worker.request_timeout);
         }
         if buf.capacity() - buf.len() < HEAD_BUFFER / 4 {
             buf.reserve(HEAD_BUFFER);
         }
-        let read = match wait {
-            Wait::First(Some(deadline)) => {
-                match tokio::time::timeout_at(deadline, io.read_buf(buf)).await {
-                    Ok(read) => read?,
-                    Err(_) => return Ok(Head::TimedOut),
-                }
+        let read = tokio::select! {
+            read = io.read_buf(buf) => read?,
+            // Every wait ends: a started head at its deadline (408), an
+            // idle connection at the end of keep-alive.
+            _ = tokio::time::sleep_until(wait.head.unwrap_or(wait.idle)) => {
+                return Ok(if wait.head.is_some() { Head::TimedOut } else { Head::Closed });
             }
-            // Like actix, once a later request has started its head may
-            // take as long as it likes.
-            Wait::First(None) | Wait::Next(None) => io.read_buf(buf).await?,
-            Wait::Next(Some(_)) if !buf.is_empty() => io.read_buf(buf).await?,
-            Wait::Next(Some(deadline)) => {
-                tokio::select! {
-                    read = io.read_buf(buf) => read?,
-                    _ = tokio::time::sleep_until(deadline) => return Ok(Head::Closed),
-                    _ = worker.shutdown.started() => return Ok(Head::Closed),
-                }
-            }
+            // Shutdown closes idle and half-read connections at once: none
+            // of them has been answered anything yet.
+            _ = worker.stop.notified() => return Ok(Head::Closed),
         };
         if read == 0 {
             // A partial head then EOF is actix's to answer.
@@ -287,34 +299,31 @@ enum Opened<B> {
 }
 
 /// Asks the route for the stream and encodes the response head exactly as
-/// actix would; records the request in the metrics like actix-web's
-/// middleware does.
-async fn open<R: StreamRoute>(
-    worker: &Worker<R>,
+/// actix would; gives the request to the observer.
+async fn open<R: StreamRoute, O: Observer>(
+    worker: &Worker<R, O>,
     route: &R,
     request: Request,
     mut codec: Codec,
 ) -> io::Result<Opened<R::Body>> {
-    let started = Instant::now();
+    let started = std::time::Instant::now();
     let opened = route.open(request.head()).await;
     drop(request);
     let status = match &opened {
         Ok((head, _)) => head.status(),
         Err(refusal) => refusal.status(),
     };
-    worker.metrics.observe_request(
-        RequestLabels {
-            method: Method::GET.to_string(),
-            route: route.path().to_owned(),
-            status: status.as_u16(),
-        },
+    worker.observer.request(
+        method_label(&Method::GET),
+        route.path(),
+        status,
         started.elapsed(),
     );
     let mut out = BytesMut::new();
     match opened {
         Err(refusal) => {
-            let (head, body) = Response::from(refusal).into_parts();
-            let body = actix_web::body::to_bytes(body)
+            let (head, body) = refusal.into_parts();
+            let body = actix_http::body::to_bytes(body)
                 .await
                 .map_err(|error| io::Error::other(error.to_string()))?;
             codec.encode(
@@ -328,10 +337,14 @@ async fn open<R: StreamRoute>(
             })
         }
         Ok((head, body)) => {
-            let (head, _) = Response::from(head).into_parts();
-            // actix frames a stream as chunks unless the response says not
-            // to; without chunks the body ends with the connection.
+            let (mut head, _) = head.into_parts();
+            // Chunks unless the route says not to (HTTP/1.0 has none);
+            // without them the body ends with the connection, and the head
+            // must not promise keep-alive.
             let chunked = head.head().chunked();
+            if !chunked {
+                head.head_mut().set_connection_type(ConnectionType::Close);
+            }
             codec.encode(Message::Item((head, BodySize::Stream)), &mut out)?;
             Ok(Opened::Stream {
                 head: out.freeze(),
@@ -343,12 +356,29 @@ async fn open<R: StreamRoute>(
     }
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 enum End {
     /// The body ended and is written.
     Finished,
     /// The client closed its side; its stream is dropped unfinished.
     ClientGone,
+    Failed(io::Error),
+}
+
+impl End {
+    fn stream_end(&self) -> StreamEnd {
+        match self {
+            End::Finished => StreamEnd::Finished,
+            End::ClientGone => StreamEnd::ClientGone,
+            // With TCP_USER_TIMEOUT the kernel reports the unacknowledged
+            // sends as ETIMEDOUT, on whichever side polls first.
+            End::Failed(error) => match error.kind() {
+                io::ErrorKind::TimedOut => StreamEnd::WriteTimedOut,
+                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => StreamEnd::ClientGone,
+                _ => StreamEnd::Failed,
+            },
+        }
+    }
 }
 
 /// Writes the response head and then the body's frames as they come,
@@ -356,18 +386,18 @@ enum End {
 async fn write_body<B>(
     io: &mut TcpStream,
     head: Bytes,
-    mut body: B,
+    body: &mut B,
     chunked: bool,
     pipelined: &mut BytesMut,
-) -> io::Result<End>
+) -> End
 where
-    B: Stream<Item = Result<Bytes, Infallible>> + Unpin,
+    B: Stream<Item = Result<Bytes, std::convert::Infallible>> + Unpin,
 {
     // The head goes out with the first frame when there is one at once.
     let mut head = Some(head);
     let mut writing: Option<Chunk> = None;
     let mut ended = false;
-    poll_fn(|cx| {
+    let result = poll_fn(|cx| {
         loop {
             if let Poll::Ready(ready) = io.poll_read_ready(cx) {
                 ready?;
@@ -389,11 +419,14 @@ where
                 continue;
             }
             if let Some(chunk) = writing.as_mut() {
-                match tokio_util::io::poll_write_buf(Pin::new(&mut *io), cx, chunk) {
+                let mut slices = [IoSlice::new(&[]); 4];
+                let n = chunk.chunks_vectored(&mut slices);
+                match Pin::new(&mut *io).poll_write_vectored(cx, &slices[..n]) {
                     Poll::Ready(Ok(0)) => {
                         return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                     }
-                    Poll::Ready(Ok(_)) => {
+                    Poll::Ready(Ok(written)) => {
+                        chunk.advance(written);
                         if !chunk.has_remaining() {
                             writing = None;
                         }
@@ -406,7 +439,7 @@ where
             if ended {
                 return Poll::Ready(Ok(End::Finished));
             }
-            match Pin::new(&mut body).poll_next(cx) {
+            match Pin::new(&mut *body).poll_next(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     // An empty chunk would end a chunked body.
                     if !frame.is_empty() || head.is_some() {
@@ -424,7 +457,8 @@ where
             }
         }
     })
-    .await
+    .await;
+    result.unwrap_or_else(End::Failed)
 }
 
 /// One write of a stream body: maybe the response head, then a frame as a
@@ -520,17 +554,38 @@ impl Buf for Chunk {
     }
 }
 
-/// What actix-http does when the first request is late: 408, then close.
-async fn request_timeout<R>(worker: &Worker<R>, mut io: TcpStream) {
-    let mut codec = Codec::new(worker.config.clone());
-    let mut out = BytesMut::new();
-    let timeout = Response::with_body(StatusCode::REQUEST_TIMEOUT, ());
-    if codec
-        .encode(Message::Item((timeout, BodySize::Sized(0))), &mut out)
-        .is_ok()
-    {
-        let _ = io.write_all(&out).await;
-    }
+/// A late request: `408` (best effort), then close.
+async fn request_timeout<R, O>(worker: &Worker<R, O>, mut io: TcpStream) {
+    write_briefly(&mut io, &answer::request_timeout(&worker.config)).await;
+    close(io).await;
+}
+
+/// How long a closing answer may take to write: a client that does not
+/// read it is not waited for (actix's disconnect timeout).
+const CLOSING_WRITE: Duration = Duration::from_secs(1);
+
+async fn write_briefly(io: &mut TcpStream, bytes: &[u8]) {
+    let _ = tokio::time::timeout(CLOSING_WRITE, io.write_all(bytes)).await;
+}
+
+/// A client over the per-address limit: read its request head (bounded by
+/// the deadline and [`MAX_HEAD`]) so that the answer reaches it, answer it
+/// ([`answer::too_many_connections`]), close.
+async fn refuse<R, O>(worker: &Worker<R, O>, mut io: TcpStream, deadline: Instant) {
+    let mut buf = BytesMut::with_capacity(HEAD_BUFFER);
+    let codec = loop {
+        let read = tokio::time::timeout_at(deadline, io.read_buf(&mut buf)).await;
+        if !matches!(read, Ok(Ok(n)) if n > 0) {
+            return close(io).await;
+        }
+        let mut codec = Codec::new(worker.config.clone());
+        match codec.decode(&mut BytesMut::from(&buf[..])) {
+            Ok(Some(_)) => break codec,
+            Ok(None) if buf.len() < MAX_HEAD => buf.reserve(HEAD_BUFFER),
+            Ok(None) | Err(_) => break Codec::new(worker.config.clone()),
+        }
+    };
+    write_briefly(&mut io, &answer::too_many_connections(codec)).await;
     close(io).await;
 }
 
@@ -538,66 +593,22 @@ async fn close(mut io: TcpStream) {
     let _ = io.shutdown().await;
 }
 
-async fn hand_over<R>(worker: &Worker<R>, io: TcpStream, read: BytesMut) {
+async fn hand_over<R, O>(
+    worker: &Worker<R, O>,
+    io: TcpStream,
+    read: BytesMut,
+    deadline: Option<Instant>,
+) {
     let peer = io.peer_addr().ok();
-    let io = Replay {
-        read: read.freeze(),
+    let io = Replay::new(
         io,
-    };
+        read.freeze(),
+        worker.request_timeout,
+        deadline,
+        worker.config.clone(),
+    );
     // actix-http logs what it considers worth logging.
     let _ = worker.actix.call((io, Protocol::Http1, peer)).await;
-}
-
-/// The socket, with the bytes already read from it served first.
-#[derive(Debug)]
-pub(crate) struct Replay {
-    read: Bytes,
-    io: TcpStream,
-}
-
-impl AsyncRead for Replay {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if !self.read.is_empty() {
-            let n = self.read.len().min(buf.remaining());
-            buf.put_slice(&self.read.split_to(n));
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Replay {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,53 @@
+//! Serves HTTP/1 connections: a stream route on the socket itself, everything else by actix-http.
+//!
+//! Every service accepts its connections here (on actix-server). A plain
+//! `GET` of the service's stream route is answered on the connection with
+//! no per-connection buffers; any other request is handed to an actix-http
+//! service the caller builds (an actix-web app, for example). The limits a
+//! hostile client could otherwise abuse are enforced on both paths:
+//!
+//! - a request head must arrive whole within [`Config::request_timeout`] of
+//!   its first byte (the first request's from accept), on every request of
+//!   every connection: else `408`, then the connection closes. On actix's
+//!   path the bound runs until the response starts, so a request body and
+//!   the handler's answer must fit in it too;
+//! - a connection idle between requests closes after
+//!   [`Config::keep_alive`], or at once when shutdown begins, and so does one
+//!   whose next request is only partly read (on the fast path);
+//! - a stream is written as chunks to HTTP/1.1 clients; a route head with
+//!   `no_chunking` (what HTTP/1.0 needs) gets bare frames and the
+//!   connection closes after them; a client that closes its side ends its
+//!   stream at once, and the route hears how each stream ended
+//!   ([`StreamRoute::ended`]);
+//! - at most [`Config::max_connections`] connections per worker, and at most
+//!   [`Config::max_connections_per_address`] from one client address across
+//!   all workers (IPv6 grouped by /64); past it a client gets a `503`;
+//! - request metrics get a method label from a fixed set ([`method_label`]).
+//!
+//! # Layout
+//! - [`server`]: binds, starts the workers, builds actix-http's service; [`Config`].
+//! - [`route`]: what a service plugs in: the [`StreamRoute`], how its stream
+//!   ended ([`StreamEnd`]), and the request [`Observer`].
+//! - `connection`: one accepted connection, from its first byte to its close.
+//! - `replay`: the socket as actix-http sees it: bytes already read first,
+//!   and the request deadline enforced on its reads.
+//! - `per_address`: connections counted per client address.
+//! - `answer`: the few responses written here rather than by actix.
+
+mod answer;
+mod connection;
+mod per_address;
+mod replay;
+pub mod route;
+pub mod server;
+
+pub use route::{NoStreamRoute, Observer, StreamEnd, StreamRoute, method_label};
+pub use server::{AppFactory, Bound, Config, bind};
+
+/// actix-http's request head, as [`StreamRoute::open`] receives it.
+pub use actix_http::RequestHead;
+
+/// A request head longer than this is not read by the fast path: actix-http
+/// gets it (and answers 431 past its own, larger limit). Browsers'
+/// EventSource heads, cookies included, are usually well under it.
+pub const MAX_HEAD: usize = 4096;

@@ -1,0 +1,181 @@
+//! Binds, starts the workers and builds actix-http's service for them.
+//!
+//! Connections are accepted on actix-server and start in `connection`,
+//! which serves the stream route itself and hands everything else to an
+//! actix-http service built here the way actix-web's `HttpServer` builds
+//! one (half-close ends a connection, idle keep-alive connections close
+//! when a graceful stop begins), except for its head timer: the request
+//! deadline is enforced by the connection layer instead (`replay`), on
+//! every request rather than only the first.
+
+use std::io;
+use std::net::TcpListener;
+use std::rc::Rc;
+use std::time::Duration;
+
+use actix_http::body::BoxBody;
+use actix_http::{HttpService, KeepAlive, Request, Response, ServiceConfig};
+use actix_server::Server;
+use actix_service::boxed::BoxServiceFactory;
+use actix_service::{ServiceFactory as _, fn_factory, fn_service};
+use tokio::net::TcpStream;
+
+use crate::connection::{self, Worker};
+use crate::per_address::PerAddress;
+use crate::route::{Observer, StreamRoute};
+
+/// How connections are accepted and bounded.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub host: String,
+    /// 0 picks a free port (tests do this); [`Bound::port`] tells which.
+    pub port: u16,
+    /// Worker threads, each with its own connections (at least 1).
+    pub workers: usize,
+    /// Most simultaneous connections per worker; past it, new ones wait in
+    /// the accept queue instead of exhausting file descriptors.
+    pub max_connections: usize,
+    /// Most simultaneous connections from one client address (an IPv4
+    /// address or an IPv6 /64) across all workers; 0 is no limit.
+    pub max_connections_per_address: usize,
+    /// The longest a request head may take from its first byte (the first
+    /// request's from accept); on actix's path, until its response starts.
+    pub request_timeout: Duration,
+    /// How long a connection may stay idle between requests.
+    pub keep_alive: Duration,
+    /// A peer that acknowledges nothing this long is aborted by the kernel
+    /// (`TCP_USER_TIMEOUT`, Linux only).
+    pub send_timeout: Duration,
+    /// How long a graceful stop waits before cutting what is left.
+    pub shutdown_grace: Duration,
+}
+
+/// The actix-http service for requests the fast path does not answer
+/// (for example an actix-web app, mapped and boxed). Built once per worker.
+pub type AppFactory = BoxServiceFactory<(), Request, Response<BoxBody>, Response<BoxBody>, ()>;
+
+/// A bound server, not yet running.
+pub struct Bound {
+    port: u16,
+    server: Server,
+}
+
+impl std::fmt::Debug for Bound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bound")
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Bound {
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The server: a future that runs it, and its handle.
+    pub fn into_server(self) -> Server {
+        self.server
+    }
+}
+
+/// actix-http's disconnect timeout, as actix-web sets it: how long a
+/// closing connection may take to flush.
+const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Binds `config.host:config.port` and prepares the workers. `app` is
+/// called once per worker, on its thread; `route`, when given, is served
+/// on the connection itself (the app should serve the same path too: it
+/// gets every request the fast path hands over).
+pub fn bind<F, R, O>(config: &Config, app: F, route: Option<R>, observer: O) -> io::Result<Bound>
+where
+    F: Fn() -> AppFactory + Send + Clone + 'static,
+    R: StreamRoute,
+    O: Observer,
+{
+    let address = format!("{}:{}", config.host, config.port);
+    let listener = TcpListener::bind(&address)
+        .map_err(|error| io::Error::new(error.kind(), format!("binding {address}: {error}")))?;
+    let local = listener.local_addr()?;
+    let mut builder = Server::build();
+    let stop = builder.graceful_shutdown_signal();
+    builder = builder
+        .workers(config.workers.max(1))
+        .max_concurrent_connections(config.max_connections)
+        .disable_signals()
+        .shutdown_timeout(config.shutdown_grace.as_secs().max(1));
+    let per_address = PerAddress::new(config.max_connections_per_address);
+    let config = config.clone();
+    // Called once per worker, on the worker's thread: everything below
+    // is that worker's, like actix-web's `HttpServer` builds it.
+    let per_worker = move || {
+        let app = app.clone();
+        let route = route.clone();
+        let observer = observer.clone();
+        let stop = stop.clone();
+        let per_address = per_address.clone();
+        let config = config.clone();
+        fn_factory(move || {
+            let app = app();
+            let route = route.clone();
+            let observer = observer.clone();
+            let stop = stop.clone();
+            let per_address = per_address.clone();
+            let config = config.clone();
+            async move {
+                let graceful = stop.clone();
+                let actix = HttpService::build()
+                    // Idle keep-alive connections close when a graceful
+                    // stop begins (hidden in actix-http's docs; actix-web
+                    // sets it so).
+                    .graceful_shutdown_signal(move || {
+                        let graceful = graceful.clone();
+                        async move { graceful.notified().await }
+                    })
+                    .keep_alive(KeepAlive::Timeout(config.keep_alive))
+                    // Off: `replay` times every request instead.
+                    .client_request_timeout(Duration::ZERO)
+                    .client_disconnect_timeout(DISCONNECT_TIMEOUT)
+                    // A client that closes its side is gone: free its
+                    // stream at once instead of when the next write fails.
+                    .h1_allow_half_closed(false)
+                    .local_addr(local)
+                    .finish(app)
+                    .new_service(())
+                    .await?;
+                let worker = Rc::new(Worker {
+                    route,
+                    observer,
+                    config: ServiceConfig::new(
+                        KeepAlive::Timeout(config.keep_alive),
+                        Duration::ZERO,
+                        DISCONNECT_TIMEOUT,
+                        false,
+                        Some(local),
+                    ),
+                    actix: actix_service::boxed::service(actix),
+                    stop,
+                    per_address,
+                    request_timeout: config.request_timeout,
+                    keep_alive: config.keep_alive,
+                    send_timeout: config.send_timeout,
+                });
+                Ok::<_, ()>(fn_service(move |io: TcpStream| {
+                    // Boxed: actix-server moves the future it spawns into an
+                    // `async` block, which would hold it twice for the
+                    // connection's life.
+                    let served = Box::pin(connection::serve(io, worker.clone()));
+                    async move {
+                        served.await;
+                        Ok::<_, ()>(())
+                    }
+                }))
+            }
+        })
+    };
+    let server = builder.listen("http", listener, per_worker)?.run();
+    Ok(Bound {
+        port: local.port(),
+        server,
+    })
+}

@@ -1,0 +1,324 @@
+//! A server built from the crate with a tiny stream route (a body fed from
+//! a channel) and a tiny actix-http app, and a raw-bytes client.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use actix_http::body::{BodyStream, BoxBody, MessageBody as _};
+use actix_http::{Method, Request, RequestHead, Response, StatusCode, Version};
+use actix_server::ServerHandle;
+use actix_service::fn_service;
+use bytes::Bytes;
+use connection::{AppFactory, Config, Observer, StreamEnd, StreamRoute};
+use futures_util::StreamExt as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::mpsc;
+
+/// Long enough for a loaded machine; only a hang ever reaches it.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+/// The request timeout and keep-alive of test servers.
+pub const TIMEOUT: Duration = Duration::from_millis(300);
+
+pub const STREAM_PATH: &str = "/event-stream";
+
+pub type Observed = (&'static str, &'static str, u16);
+
+/// What the test route and observer saw; shared with the test.
+#[derive(Debug, Clone, Default)]
+pub struct Seen {
+    /// One sender per stream opened, in order: frames sent are written,
+    /// dropping it ends the stream.
+    pub streams: Arc<Mutex<Vec<Option<mpsc::UnboundedSender<Bytes>>>>>,
+    pub ended: Arc<Mutex<Vec<StreamEnd>>>,
+    /// (method label, route, status) of each request observed.
+    pub requests: Arc<Mutex<Vec<Observed>>>,
+}
+
+/// What the route's bodies are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bodies {
+    /// Fed by the test through [`Seen::streams`].
+    Channel,
+    /// One fixed frame, then the end (the same body the app serves).
+    Fixed,
+}
+
+#[derive(Debug, Clone)]
+pub struct TestRoute {
+    seen: Seen,
+    bodies: Bodies,
+}
+
+pub enum TestBody {
+    Channel(mpsc::UnboundedReceiver<Bytes>),
+    Fixed(Option<Bytes>),
+}
+
+impl futures_core::Stream for TestBody {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match &mut *self {
+            TestBody::Channel(rx) => rx.poll_recv(cx).map(|frame| frame.map(Ok)),
+            TestBody::Fixed(frame) => Poll::Ready(frame.take().map(Ok)),
+        }
+    }
+}
+
+pub const FIXED_FRAME: &[u8] = b"data: hello\n\n";
+
+/// The stream's response head, as the gateway builds it: close-delimited
+/// for HTTP/1.0.
+fn stream_head(head: &RequestHead) -> Response<BoxBody> {
+    let mut response = Response::with_body(StatusCode::OK, BoxBody::new(()));
+    response.headers_mut().insert(
+        actix_http::header::CONTENT_TYPE,
+        actix_http::header::HeaderValue::from_static("text/event-stream"),
+    );
+    if head.version < Version::HTTP_11 {
+        response.head_mut().no_chunking(true);
+        response
+            .head_mut()
+            .set_connection_type(actix_http::ConnectionType::Close);
+    }
+    response
+}
+
+impl StreamRoute for TestRoute {
+    type Body = TestBody;
+
+    fn path(&self) -> &'static str {
+        STREAM_PATH
+    }
+
+    async fn open(
+        &self,
+        head: &RequestHead,
+    ) -> Result<(Response<BoxBody>, TestBody), Response<BoxBody>> {
+        if head.uri.query() == Some("refuse") {
+            return Err(Response::with_body(
+                StatusCode::SERVICE_UNAVAILABLE,
+                BoxBody::new("full"),
+            ));
+        }
+        let body = match self.bodies {
+            Bodies::Channel => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                self.seen.streams.lock().unwrap().push(Some(tx));
+                TestBody::Channel(rx)
+            }
+            Bodies::Fixed => TestBody::Fixed(Some(Bytes::from_static(FIXED_FRAME))),
+        };
+        Ok((stream_head(head), body))
+    }
+
+    fn ended(&self, body: TestBody, end: StreamEnd) {
+        drop(body);
+        self.seen.ended.lock().unwrap().push(end);
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TestObserver(Seen);
+
+impl Observer for TestObserver {
+    fn request(&self, method: &'static str, route: &'static str, status: StatusCode, _: Duration) {
+        self.0
+            .requests
+            .lock()
+            .unwrap()
+            .push((method, route, status.as_u16()));
+    }
+}
+
+/// The actix-http app: `GET /event-stream` streams the fixed frame (as the
+/// route does), a `POST` or `PUT` echoes its body, anything else is `200 ok`.
+pub fn app() -> AppFactory {
+    actix_service::boxed::factory(fn_service(|mut request: Request| async move {
+        if matches!(request.method(), &Method::POST | &Method::PUT) {
+            let mut payload = request.take_payload();
+            let mut body = Vec::new();
+            while let Some(chunk) = payload.next().await {
+                match chunk {
+                    Ok(chunk) => body.extend_from_slice(&chunk),
+                    Err(_) => {
+                        return Ok::<_, Response<BoxBody>>(
+                            Response::with_body(StatusCode::BAD_REQUEST, ()).map_into_boxed_body(),
+                        );
+                    }
+                }
+            }
+            return Ok(Response::with_body(StatusCode::OK, body).map_into_boxed_body());
+        }
+        if request.method() == Method::GET && request.path() == STREAM_PATH {
+            let (head, _) = stream_head(request.head()).into_parts();
+            let frames =
+                futures_util::stream::iter([Ok::<_, Infallible>(Bytes::from_static(FIXED_FRAME))]);
+            return Ok(head.set_body(BodyStream::new(frames).boxed()));
+        }
+        Ok(Response::with_body(StatusCode::OK, "ok").map_into_boxed_body())
+    }))
+}
+
+pub struct TestServer {
+    pub port: u16,
+    pub seen: Seen,
+    pub handle: ServerHandle,
+}
+
+pub fn config() -> Config {
+    Config {
+        host: "127.0.0.1".into(),
+        port: 0,
+        workers: 1,
+        max_connections: 1000,
+        max_connections_per_address: 0,
+        request_timeout: TIMEOUT,
+        keep_alive: TIMEOUT,
+        send_timeout: Duration::from_secs(30),
+        shutdown_grace: Duration::from_secs(10),
+    }
+}
+
+pub fn spawn_server() -> TestServer {
+    spawn_server_with(config(), Bodies::Channel)
+}
+
+pub fn spawn_server_with(config: Config, bodies: Bodies) -> TestServer {
+    let seen = Seen::default();
+    let route = TestRoute {
+        seen: seen.clone(),
+        bodies,
+    };
+    let bound = connection::bind(&config, app, Some(route), TestObserver(seen.clone())).unwrap();
+    let port = bound.port();
+    let server = bound.into_server();
+    let handle = server.handle();
+    tokio::spawn(server);
+    TestServer { port, seen, handle }
+}
+
+impl TestServer {
+    pub async fn connect(&self) -> Client {
+        Client::connect(self.port, None).await
+    }
+
+    /// The sender of the `n`th stream opened, once it is open (taken: the
+    /// stream ends when it is dropped).
+    pub async fn stream(&self, n: usize) -> mpsc::UnboundedSender<Bytes> {
+        wait_until(|| {
+            let mut streams = self.seen.streams.lock().unwrap();
+            streams.get_mut(n).and_then(Option::take)
+        })
+        .await
+    }
+
+    /// How the `n`th stream ended, once it has.
+    pub async fn ended(&self, n: usize) -> StreamEnd {
+        wait_until(|| self.seen.ended.lock().unwrap().get(n).copied()).await
+    }
+}
+
+/// Polls `check` until it gives a value, or fails after [`PATIENCE`].
+pub async fn wait_until<T>(mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "condition not met in time");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// One client connection and everything read from it so far.
+pub struct Client {
+    pub socket: TcpStream,
+    pub read: Vec<u8>,
+}
+
+impl Client {
+    /// Connects from `from` (any loopback address) or the default.
+    pub async fn connect(port: u16, from: Option<IpAddr>) -> Self {
+        let socket = TcpSocket::new_v4().unwrap();
+        if let Some(from) = from {
+            socket.bind(SocketAddr::new(from, 0)).unwrap();
+        }
+        let socket = socket
+            .connect(SocketAddr::from(([127, 0, 0, 1], port)))
+            .await
+            .unwrap();
+        socket.set_nodelay(true).unwrap();
+        Client {
+            socket,
+            read: Vec::new(),
+        }
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.socket.write_all(bytes).await.unwrap();
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.read).into_owned()
+    }
+
+    /// Reads until `needle` has arrived; returns everything read so far.
+    pub async fn read_until(&mut self, needle: &str) -> String {
+        let found = tokio::time::timeout(PATIENCE, async {
+            while !contains(&self.read, needle.as_bytes()) {
+                let mut buf = [0; 4096];
+                let n = self.socket.read(&mut buf).await.unwrap_or(0);
+                assert!(
+                    n > 0,
+                    "connection closed before {needle:?}; got {:?}",
+                    String::from_utf8_lossy(&self.read)
+                );
+                self.read.extend_from_slice(&buf[..n]);
+            }
+        })
+        .await;
+        assert!(
+            found.is_ok(),
+            "no {needle:?} in time; got {:?}",
+            self.text()
+        );
+        self.text()
+    }
+
+    /// Reads until the server closes the connection (a reset counts).
+    pub async fn read_to_end(&mut self) -> String {
+        let closed = tokio::time::timeout(PATIENCE, async {
+            let mut buf = [0; 4096];
+            loop {
+                match self.socket.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => self.read.extend_from_slice(&buf[..n]),
+                }
+            }
+        })
+        .await;
+        assert!(
+            closed.is_ok(),
+            "the server did not close; got {:?}",
+            self.text()
+        );
+        self.text()
+    }
+}
+
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A chunked frame as it appears on the wire.
+pub fn chunk(frame: &str) -> String {
+    format!("{:X}\r\n{frame}\r\n", frame.len())
+}
+
+pub const STREAM_REQUEST: &[u8] = b"GET /event-stream HTTP/1.1\r\nHost: x\r\n\r\n";
