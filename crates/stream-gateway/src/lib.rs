@@ -9,7 +9,8 @@
 //! - [`stream`]: one client's SSE body: replay, live events, keep-alives,
 //!   the slow-client cut-off and the graceful end.
 //! - [`error`]: refusals before a stream starts, rendered as JSend.
-//! - [`routes`]: the handler.
+//! - [`routes`]: the handler on both paths, its state, and [`routes::admit`],
+//!   where every stream is admitted or refused.
 //! - [`startup`]: mounts the route and builds the service.
 
 pub mod error;
@@ -18,4 +19,5 @@ pub mod routes;
 pub mod startup;
 pub mod stream;
 
-pub use startup::{GatewayState, build, configure};
+pub use routes::GatewayState;
+pub use startup::{build, configure};

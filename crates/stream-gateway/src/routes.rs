@@ -1,5 +1,10 @@
 //! `GET /event-stream`, on both paths that serve it: actix-web's router and
-//! the connection-level fast path (see the `connection` crate).
+//! the connection-level fast path (see the `connection` crate). Both go
+//! through [`admit`], the one place a stream is admitted or refused.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
 
 use actix_web::body::BoxBody;
 use actix_web::dev::Response;
@@ -8,13 +13,46 @@ use actix_web::http::header::{CacheControl, CacheDirective, HeaderMap};
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError as _, web};
 use connection::{RequestHead, StreamEnd, StreamRoute};
 
+use service_kit::{Metrics, Settings, Shutdown};
+
 use crate::error::StreamError;
 use crate::request;
-use crate::startup::GatewayState;
-use crate::stream::{EventStream, Permit};
+use crate::stream::{EventStream, Permit, StreamConfig};
 
 /// The path streams are served on.
 pub const PATH: &str = "/event-stream";
+
+/// What the stream handler needs.
+#[derive(Debug, Clone)]
+pub struct GatewayState {
+    pub bus: bus::Bus,
+    pub stream: StreamConfig,
+    pub max_topics: usize,
+    /// Streams this process may hold open; see [`crate::error::StreamError::Full`].
+    pub max_streams: usize,
+    pub open_streams: Arc<AtomicUsize>,
+    pub shutdown: Shutdown,
+    pub metrics: Metrics,
+}
+
+impl GatewayState {
+    pub fn new(settings: &Settings, bus: bus::Bus, shutdown: Shutdown, metrics: Metrics) -> Self {
+        Self {
+            bus,
+            stream: StreamConfig {
+                keepalive: Duration::from_millis(settings.stream.keepalive_ms),
+                retry: Duration::from_millis(settings.stream.retry_ms),
+                // Half the grace period: streams end well before the cut.
+                shutdown_spread: settings.shutdown_grace() / 2,
+            },
+            max_topics: settings.stream.max_topics,
+            max_streams: settings.max_streams(),
+            open_streams: Arc::new(AtomicUsize::new(0)),
+            shutdown,
+            metrics,
+        }
+    }
+}
 
 /// Opens an SSE stream. Headers and the `retry:` hint go out at once, before
 /// any event, so EventSource clients leave CONNECTING immediately.
@@ -22,15 +60,16 @@ pub async fn subscribe(
     req: HttpRequest,
     state: web::Data<GatewayState>,
 ) -> Result<HttpResponse, StreamError> {
-    let stream = open(state.get_ref(), req.query_string(), req.headers()).await?;
+    let stream = admit(state.get_ref(), req.query_string(), req.headers()).await?;
     let mut response = response_head(req.version()).streaming(stream);
     close_delimited_for(req.version(), &mut response);
     Ok(response)
 }
 
-/// Everything a stream request does before its first byte: the refusals
-/// (stopping, bad request, too many streams, bus down), then the stream.
-async fn open(
+/// Everything a stream request does before its first byte, on both paths:
+/// the refusals (stopping, bad request, too many streams, bus down), then
+/// the stream.
+pub async fn admit(
     state: &GatewayState,
     query: &str,
     headers: &HeaderMap,
@@ -95,7 +134,7 @@ impl StreamRoute for LeanSubscribe {
         &self,
         head: &RequestHead,
     ) -> Result<(Response<BoxBody>, EventStream), Response<BoxBody>> {
-        match open(&self.0, head.uri.query().unwrap_or_default(), &head.headers).await {
+        match admit(&self.0, head.uri.query().unwrap_or_default(), &head.headers).await {
             Ok(stream) => {
                 let mut response = response_head(head.version).finish();
                 close_delimited_for(head.version, &mut response);

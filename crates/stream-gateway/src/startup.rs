@@ -1,47 +1,10 @@
 //! Mounts the stream route and builds the service.
 
-use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
-use std::time::Duration;
-
 use actix_web::{guard, web};
 use service_kit::health::Health;
 use service_kit::{App, Metrics, Settings, Shutdown};
 
-use crate::routes::{self, LeanSubscribe};
-use crate::stream::StreamConfig;
-
-/// What the stream handler needs.
-#[derive(Debug, Clone)]
-pub struct GatewayState {
-    pub bus: bus::Bus,
-    pub stream: StreamConfig,
-    pub max_topics: usize,
-    /// Streams this process may hold open; see [`crate::error::StreamError::Full`].
-    pub max_streams: usize,
-    pub open_streams: Arc<AtomicUsize>,
-    pub shutdown: Shutdown,
-    pub metrics: Metrics,
-}
-
-impl GatewayState {
-    pub fn new(settings: &Settings, bus: bus::Bus, shutdown: Shutdown, metrics: Metrics) -> Self {
-        Self {
-            bus,
-            stream: StreamConfig {
-                keepalive: Duration::from_millis(settings.stream.keepalive_ms),
-                retry: Duration::from_millis(settings.stream.retry_ms),
-                // Half the grace period: streams end well before the cut.
-                shutdown_spread: settings.shutdown_grace() / 2,
-            },
-            max_topics: settings.stream.max_topics,
-            max_streams: settings.max_streams(),
-            open_streams: Arc::new(AtomicUsize::new(0)),
-            shutdown,
-            metrics,
-        }
-    }
-}
+use crate::routes::{self, GatewayState, LeanSubscribe};
 
 /// Mounts `GET /event-stream` (only GET: the standalone binary mounts the
 /// ingest's POST on the same path).

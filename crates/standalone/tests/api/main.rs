@@ -1,5 +1,6 @@
 #![allow(clippy::unwrap_used, unreachable_pub)]
 
+mod admission;
 mod binary;
 mod connection;
 mod helpers;
