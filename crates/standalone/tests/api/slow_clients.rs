@@ -109,6 +109,22 @@ async fn stuck_subscriber(app: &TestApp) -> TcpStream {
     stuck
 }
 
+/// Publishes `count` events of 60 KB (far more than any socket buffer
+/// holds) to `default`, then waits until no stream is left open.
+async fn flood_until_freed(app: &TestApp, count: usize) {
+    let big = "y".repeat(60_000);
+    for i in 0..count {
+        app.bus
+            .publish("default", "message", &format!("{i}:{big}"))
+            .await
+            .unwrap();
+    }
+    wait_until("the stuck stream was freed", || async {
+        app.metric("es_stream_connections").await == 0.0
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_client_that_stops_reading_entirely_is_aborted_after_the_send_timeout() {
     let app = spawn_app_with(&[
@@ -117,18 +133,8 @@ async fn a_client_that_stops_reading_entirely_is_aborted_after_the_send_timeout(
     ])
     .await;
     let stuck = stuck_subscriber(&app).await;
-    let big = "y".repeat(60_000);
-    for i in 0..300 {
-        app.bus
-            .publish("default", "message", &format!("{i}:{big}"))
-            .await
-            .unwrap();
-    }
     // Never read: only the kernel's send timeout can end this connection.
-    wait_until("the stuck stream was freed", || async {
-        app.metric("es_stream_connections").await == 0.0
-    })
-    .await;
+    flood_until_freed(&app, 300).await;
     assert!(app.metric("es_slow_client_disconnects_total").await >= 1.0);
     drop(stuck);
 }
@@ -143,17 +149,7 @@ async fn a_client_aborted_by_the_kernel_before_it_falls_behind_is_counted_as_slo
     ])
     .await;
     let stuck = stuck_subscriber(&app).await;
-    let big = "z".repeat(60_000);
-    for i in 0..200 {
-        app.bus
-            .publish("default", "message", &format!("{i}:{big}"))
-            .await
-            .unwrap();
-    }
-    wait_until("the stuck stream was freed", || async {
-        app.metric("es_stream_connections").await == 0.0
-    })
-    .await;
+    flood_until_freed(&app, 200).await;
     assert_eq!(app.metric("es_slow_client_disconnects_total").await, 1.0);
     drop(stuck);
 }
