@@ -19,7 +19,7 @@ pub mod startup;
 pub mod urlencoded;
 
 pub use routes::IngestState;
-pub use startup::{build, configure};
+pub use startup::{build, part};
 
 /// Response header carrying the id assigned to a published event.
 pub const EVENT_ID_HEADER: &str = "x-event-id";

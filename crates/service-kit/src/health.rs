@@ -3,20 +3,11 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 
+use crate::compose::Shared;
 use crate::jsend;
-use crate::metrics::Metrics;
-use crate::shutdown::Shutdown;
-
-/// What the operational routes need to answer.
-#[derive(Debug, Clone)]
-pub struct Health {
-    pub bus: bus::Bus,
-    pub shutdown: Shutdown,
-    pub metrics: Metrics,
-}
 
 /// Mounts `/healthz`, `/readyz` and `/metrics`.
-pub fn configure(cfg: &mut web::ServiceConfig, health: Health) {
+pub fn configure(cfg: &mut web::ServiceConfig, health: Shared) {
     cfg.app_data(web::Data::new(health))
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
@@ -27,7 +18,7 @@ async fn healthz() -> HttpResponse {
     jsend::respond(StatusCode::OK, &shared_types::JSend::success("alive"))
 }
 
-async fn readyz(health: web::Data<Health>) -> HttpResponse {
+async fn readyz(health: web::Data<Shared>) -> HttpResponse {
     if health.shutdown.is_draining() {
         return jsend::error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
     }
@@ -40,7 +31,7 @@ async fn readyz(health: web::Data<Health>) -> HttpResponse {
     jsend::respond(StatusCode::OK, &shared_types::JSend::success("ready"))
 }
 
-async fn metrics(health: web::Data<Health>) -> HttpResponse {
+async fn metrics(health: web::Data<Shared>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(health.metrics.render(&health.bus))
@@ -53,13 +44,17 @@ pub async fn not_found() -> HttpResponse {
 
 /// A route answering JSend 405 with the `Allow` header HTTP requires, for
 /// a known path asked with a method it does not serve.
-pub fn method_not_allowed(allow: &'static str) -> actix_web::Route {
-    web::route().to(move || async move {
-        let mut response = jsend::fail(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
-        response.headers_mut().insert(
-            actix_web::http::header::ALLOW,
-            actix_web::http::header::HeaderValue::from_static(allow),
-        );
-        response
+pub fn method_not_allowed(allow: String) -> actix_web::Route {
+    web::route().to(move || {
+        let allow = allow.clone();
+        async move {
+            let mut response = jsend::fail(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+            if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&allow) {
+                response
+                    .headers_mut()
+                    .insert(actix_web::http::header::ALLOW, value);
+            }
+            response
+        }
     })
 }

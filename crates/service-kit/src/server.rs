@@ -4,7 +4,7 @@
 //! service's stream route itself and hands everything else to the
 //! actix-web app built here (routes, health, request metrics, JSend 404s).
 //!
-//! [`serve`] returns an [`App`] that is already bound (port 0 allowed), so
+//! [`bind`] returns an [`App`] that is already bound (port 0 allowed), so
 //! tests and binaries start exactly the same code. Shutdown order: readiness
 //! turns 503 and the stream token is cancelled (streams end on their own,
 //! spread over part of the grace period), the listener closes, and whatever
@@ -16,9 +16,10 @@ use actix_service::{IntoServiceFactory as _, ServiceFactoryExt as _, map_config}
 use actix_web::dev::{AppConfig, Server, Service as _};
 use actix_web::web;
 use anyhow::Context as _;
-use connection::{AppFactory, NoStreamRoute, StreamRoute};
+use connection::{AppFactory, StreamRoute};
 use futures_util::FutureExt as _;
 
+use crate::compose::Shared;
 use crate::health;
 use crate::metrics::RequestLabels;
 use crate::settings::HttpSettings;
@@ -84,25 +85,14 @@ impl App {
 /// Binds `settings.host:settings.port` and prepares the server.
 ///
 /// `configure` mounts the service's routes; this adds `/healthz`,
-/// `/readyz`, `/metrics`, request metrics and JSend 404s.
-pub fn serve<F>(
+/// `/readyz`, `/metrics`, request metrics and JSend 404s. `stream` is
+/// served on the connection itself when a request is a plain `GET` of its
+/// path (see the `connection` crate); `configure` should mount the same
+/// route too: actix serves it for every request the fast path hands over.
+/// Services call this through [`crate::compose::bind`].
+pub(crate) fn bind<F, R>(
     settings: &HttpSettings,
-    health: health::Health,
-    configure: F,
-) -> anyhow::Result<App>
-where
-    F: Fn(&mut web::ServiceConfig) + Clone + Send + 'static,
-{
-    serve_with_stream::<F, NoStreamRoute>(settings, health, configure, None)
-}
-
-/// [`serve`], with `stream` served on the connection itself when a request
-/// is a plain `GET` of its path (see the `connection` crate). `configure`
-/// should mount the same route too: actix serves it for every request the
-/// fast path hands over.
-pub fn serve_with_stream<F, R>(
-    settings: &HttpSettings,
-    health: health::Health,
+    health: Shared,
     configure: F,
     stream: Option<R>,
 ) -> anyhow::Result<App>
@@ -147,7 +137,7 @@ const KEEP_ALIVE: Duration = Duration::from_secs(5);
 
 /// [`app`] as the connection layer takes it: actix-http's request and
 /// response types, errors rendered as responses, boxed.
-fn boxed_app<F>(health: health::Health, configure: F) -> AppFactory
+fn boxed_app<F>(health: Shared, configure: F) -> AppFactory
 where
     F: Fn(&mut web::ServiceConfig) + 'static,
 {
@@ -165,7 +155,7 @@ where
 /// The actix-web app: the service's routes, the operational ones, request
 /// metrics and JSend 404s.
 fn app<F>(
-    health: health::Health,
+    health: Shared,
     configure: F,
 ) -> actix_web::App<
     impl actix_web::dev::ServiceFactory<

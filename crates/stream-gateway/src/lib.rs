@@ -20,4 +20,4 @@ pub mod startup;
 pub mod stream;
 
 pub use routes::GatewayState;
-pub use startup::{build, configure};
+pub use startup::{build, part};

@@ -13,14 +13,14 @@ use actix_web::http::header::{CacheControl, CacheDirective, HeaderMap};
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError as _, web};
 use connection::{RequestHead, StreamEnd, StreamRoute};
 
-use service_kit::{Metrics, Settings, Shutdown};
+use service_kit::{Metrics, Settings, Shared, Shutdown};
 
 use crate::error::StreamError;
 use crate::request;
 use crate::stream::{EventStream, Permit, StreamConfig};
 
 /// The path streams are served on.
-pub const PATH: &str = "/event-stream";
+pub const PATH: &str = service_kit::EVENT_STREAM_PATH;
 
 /// What the stream handler needs.
 #[derive(Debug, Clone)]
@@ -36,9 +36,9 @@ pub struct GatewayState {
 }
 
 impl GatewayState {
-    pub fn new(settings: &Settings, bus: bus::Bus, shutdown: Shutdown, metrics: Metrics) -> Self {
+    pub fn new(settings: &Settings, shared: &Shared) -> Self {
         Self {
-            bus,
+            bus: shared.bus.clone(),
             stream: StreamConfig {
                 keepalive: Duration::from_millis(settings.stream.keepalive_ms),
                 retry: Duration::from_millis(settings.stream.retry_ms),
@@ -48,8 +48,8 @@ impl GatewayState {
             max_topics: settings.stream.max_topics,
             max_streams: settings.max_streams(),
             open_streams: Arc::new(AtomicUsize::new(0)),
-            shutdown,
-            metrics,
+            shutdown: shared.shutdown.clone(),
+            metrics: shared.metrics.clone(),
         }
     }
 }
