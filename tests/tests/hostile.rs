@@ -30,8 +30,7 @@ use std::time::{Duration, Instant};
 use e2e::cluster::{Outcome, publish};
 use e2e::process::Service;
 use e2e::{PATIENCE, wait_until};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use testkit::RawClient;
 
 const MIB: u64 = 1024 * 1024;
 
@@ -99,49 +98,44 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-/// One client connection and everything read from it so far.
-struct Raw {
-    socket: TcpStream,
-    read: Vec<u8>,
-    /// Where the next response starts in `read`.
-    consumed: usize,
+/// A raw connection to `hub` from 127.0.0.1.
+async fn connect(hub: &Service) -> RawClient {
+    open(hub, Ipv4Addr::LOCALHOST, None).await
 }
 
-impl Raw {
-    async fn connect(hub: &Service) -> Self {
-        Self::open(hub, Ipv4Addr::LOCALHOST, None).await
-    }
+/// A raw connection to `hub` from `source`; with `receive_buffer`, the
+/// client's window is that small, so a client that reads nothing stalls the
+/// server's writes after a few hundred kilobytes instead of megabytes.
+/// Reads wait up to [`PATIENCE`].
+async fn open(hub: &Service, source: Ipv4Addr, receive_buffer: Option<u32>) -> RawClient {
+    RawClient::connect_from(hub.port(), Some(source), receive_buffer)
+        .await
+        .with_patience(PATIENCE)
+}
 
-    /// Connects from `source`; with `receive_buffer`, the client's window
-    /// is that small, so a client that reads nothing stalls the server's
-    /// writes after a few hundred kilobytes instead of megabytes.
-    async fn open(hub: &Service, source: Ipv4Addr, receive_buffer: Option<u32>) -> Self {
-        let socket = TcpSocket::new_v4().unwrap();
-        if let Some(size) = receive_buffer {
-            socket.set_recv_buffer_size(size).unwrap();
-        }
-        socket.bind(SocketAddr::from((source, 0))).unwrap();
-        let socket = socket
-            .connect(SocketAddr::from((Ipv4Addr::LOCALHOST, hub.port())))
-            .await
-            .unwrap();
-        Self {
-            socket,
-            read: Vec::new(),
-            consumed: 0,
-        }
-    }
-
-    async fn send(&mut self, bytes: impl AsRef<[u8]>) {
-        self.socket.write_all(bytes.as_ref()).await.unwrap();
-    }
-
+/// What these tests ask of a raw connection beyond bytes in and out:
+/// whole responses, and whether the hub has taken what was sent.
+trait HubClient {
     /// Waits until the hub has read everything sent on this connection
     /// (its socket's receive queue is empty), so that a partial head is in
     /// the server's hands, not the kernel's.
+    async fn wait_until_taken(&self);
+
+    /// Reads one whole response with a `Content-Length` body, after the
+    /// responses already read this way.
+    async fn read_response(&mut self) -> String;
+
+    /// The next response head, or whatever came before the server closed.
+    async fn read_head_or_close(&mut self) -> String;
+
+    /// The last bytes read, for failure messages.
+    fn tail(&self) -> String;
+}
+
+impl HubClient for RawClient {
     async fn wait_until_taken(&self) {
-        let client = self.socket.local_addr().unwrap();
-        let server = self.socket.peer_addr().unwrap();
+        let client = self.socket().local_addr().unwrap();
+        let server = self.socket().peer_addr().unwrap();
         let taken = wait_until(PATIENCE, || async {
             server_sockets(server.port())
                 .iter()
@@ -151,59 +145,17 @@ impl Raw {
         assert!(taken, "the hub never read what was sent on {client}");
     }
 
-    /// Reads more; false when the server closed or reset the connection.
-    async fn read_more(&mut self) -> bool {
-        let mut buf = [0; 16 * 1024];
-        match self.socket.read(&mut buf).await {
-            Ok(0) | Err(_) => false,
-            Ok(n) => {
-                self.read.extend_from_slice(&buf[..n]);
-                true
-            }
-        }
-    }
-
-    /// Reads until `needle` has arrived after the responses already taken;
-    /// panics if the connection ends first or it takes longer than
-    /// [`PATIENCE`].
-    async fn read_until(&mut self, needle: &str) {
-        let mut from = self.consumed;
-        let found = tokio::time::timeout(PATIENCE, async {
-            loop {
-                if find(&self.read[from..], needle.as_bytes()).is_some() {
-                    return true;
-                }
-                from = self.read.len().saturating_sub(needle.len()).max(from);
-                if !self.read_more().await {
-                    return false;
-                }
-            }
-        })
-        .await;
-        assert!(
-            found == Ok(true),
-            "no {needle:?} ({}); last bytes read: {:?}",
-            if found.is_err() {
-                "timed out"
-            } else {
-                "connection closed"
-            },
-            self.tail()
-        );
-    }
-
-    /// Reads one whole response with a `Content-Length` body.
     async fn read_response(&mut self) -> String {
         self.read_until("\r\n\r\n").await;
-        let start = self.consumed;
-        let head_end = start + find(&self.read[start..], b"\r\n\r\n").unwrap() + 4;
-        let head = String::from_utf8_lossy(&self.read[start..head_end]).to_ascii_lowercase();
+        let start = self.consumed();
+        let head_end = start + find(&self.received()[start..], b"\r\n\r\n").unwrap() + 4;
+        let head = String::from_utf8_lossy(&self.received()[start..head_end]).to_ascii_lowercase();
         let length: usize = head
             .lines()
             .find_map(|line| line.strip_prefix("content-length:"))
             .map_or(0, |value| value.trim().parse().unwrap());
         let deadline = tokio::time::Instant::now() + PATIENCE;
-        while self.read.len() < head_end + length {
+        while self.received().len() < head_end + length {
             let more = tokio::time::timeout_at(deadline, self.read_more()).await;
             assert!(
                 more == Ok(true),
@@ -211,39 +163,22 @@ impl Raw {
                 self.tail()
             );
         }
-        self.consumed = head_end + length;
-        String::from_utf8_lossy(&self.read[start..self.consumed]).into_owned()
+        self.consume(head_end + length);
+        String::from_utf8_lossy(&self.received()[start..head_end + length]).into_owned()
     }
 
-    /// The next response head, or whatever came before the server closed.
     async fn read_head_or_close(&mut self) -> String {
         let _ = tokio::time::timeout(PATIENCE, async {
-            while find(&self.read, b"\r\n\r\n").is_none() && self.read_more().await {}
+            while find(self.received(), b"\r\n\r\n").is_none() && self.read_more().await {}
         })
         .await;
-        let end = find(&self.read, b"\r\n\r\n").map_or(self.read.len(), |at| at + 4);
-        String::from_utf8_lossy(&self.read[..end]).into_owned()
+        let received = self.received();
+        let end = find(received, b"\r\n\r\n").map_or(received.len(), |at| at + 4);
+        String::from_utf8_lossy(&received[..end]).into_owned()
     }
 
-    /// Waits up to `limit` for the server to end the connection (EOF or a
-    /// reset; what it wrote first, like a 408, is kept). Returns how long
-    /// that took, or None if the connection is still open.
-    async fn closed_within(&mut self, limit: Duration) -> Option<Duration> {
-        let started = Instant::now();
-        tokio::time::timeout(limit, async { while self.read_more().await {} })
-            .await
-            .ok()
-            .map(|()| started.elapsed())
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.read).into_owned()
-    }
-
-    /// The last bytes read, for failure messages.
     fn tail(&self) -> String {
-        let start = self.read.len().saturating_sub(300);
-        String::from_utf8_lossy(&self.read[start..]).into_owned()
+        self.last(300)
     }
 }
 
@@ -321,8 +256,8 @@ async fn stalled_stream(
     pipelined: &str,
     count: usize,
     chars: usize,
-) -> Raw {
-    let mut client = Raw::open(hub, Ipv4Addr::LOCALHOST, Some(4096)).await;
+) -> RawClient {
+    let mut client = open(hub, Ipv4Addr::LOCALHOST, Some(4096)).await;
     client
         .send(format!(
             "GET /event-stream?topic={topic} HTTP/1.1\r\nHost: hub\r\n\r\n{pipelined}"
@@ -350,7 +285,7 @@ async fn streams_of_unused_topics_that_close_leave_neither_topics_nor_memory_beh
     let open_and_close = |query: String| {
         let hub = &hub;
         async move {
-            let mut client = Raw::connect(hub).await;
+            let mut client = connect(hub).await;
             client
                 .send(format!(
                     "GET /event-stream?{query} HTTP/1.1\r\nHost: hub\r\n\r\n"
@@ -468,7 +403,7 @@ async fn resuming_clients_that_never_read_do_not_each_hold_their_whole_replay() 
     );
     let mut clients = Vec::new();
     for _ in 0..CLIENTS {
-        let mut client = Raw::open(&hub, Ipv4Addr::LOCALHOST, Some(4096)).await;
+        let mut client = open(&hub, Ipv4Addr::LOCALHOST, Some(4096)).await;
         client.send(&request).await;
         clients.push(client);
     }
@@ -519,7 +454,7 @@ async fn a_partial_head_after_a_stream_request_is_cut_off() {
 /// close the connection well within 3 s.
 async fn partial_head_after(first: &str, answer: &str, partial: &str) {
     let hub = hub(&[("ES__HTTP__REQUEST_TIMEOUT_MS", "500")]).await;
-    let mut client = Raw::connect(&hub).await;
+    let mut client = connect(&hub).await;
     client.send(first).await;
     let response = client.read_response().await;
     assert!(response.starts_with(answer), "{response}");
@@ -540,14 +475,14 @@ async fn partial_head_after(first: &str, answer: &str, partial: &str) {
 #[tokio::test]
 async fn a_slowly_growing_first_head_is_cut_off_by_the_timeout_from_its_first_byte() {
     let hub = hub(&[("ES__HTTP__REQUEST_TIMEOUT_MS", "2000")]).await;
-    let mut client = Raw::connect(&hub).await;
+    let mut client = connect(&hub).await;
     let mut piece = b"GET /healthz HTTP/1.1\r\nHost: hub\r\nX-Filler: ".to_vec();
     let started = Instant::now();
     // 1 KiB every 400 ms: past 4 KiB at ~1.2 s, inside the 2 s timeout. A
     // timeout restarted at the hand-over would end at ~3.2 s or later.
     let closed = loop {
         piece.resize(1024, b'a');
-        if client.socket.write_all(&piece).await.is_err() {
+        if client.try_send(&piece).await.is_err() {
             break Some(started.elapsed());
         }
         piece.clear();
@@ -585,7 +520,7 @@ async fn connections_past_the_per_address_cap_get_503_and_other_addresses_are_se
     );
     let mut held = Vec::new();
     for _ in 0..20 {
-        let mut client = Raw::connect(&hub).await;
+        let mut client = connect(&hub).await;
         client.send(HEALTHZ).await;
         let answer = client.read_response().await;
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
@@ -596,15 +531,15 @@ async fn connections_past_the_per_address_cap_get_503_and_other_addresses_are_se
         20,
         "the hub must hold the 20 idle connections"
     );
-    let mut extra = Raw::connect(&hub).await;
+    let mut extra = connect(&hub).await;
     // The server may answer and close before reading: the write may fail.
-    let _ = extra.socket.write_all(HEALTHZ.as_bytes()).await;
+    let _ = extra.try_send(HEALTHZ).await;
     let head = extra.read_head_or_close().await;
     assert!(
         head.starts_with("HTTP/1.1 503") && head.to_ascii_lowercase().contains("\r\nretry-after:"),
         "the 21st connection from 127.0.0.1 (cap 20) got {head:?}, not a 503 with Retry-After"
     );
-    let mut other = Raw::open(&hub, Ipv4Addr::new(127, 0, 0, 2), None).await;
+    let mut other = open(&hub, Ipv4Addr::new(127, 0, 0, 2), None).await;
     other.send(HEALTHZ).await;
     let answer = other.read_response().await;
     assert!(
@@ -628,11 +563,11 @@ async fn invented_methods_do_not_become_metric_labels() {
         } else {
             format!("FOO{n}")
         };
-        let mut client = Raw::connect(&hub).await;
+        let mut client = connect(&hub).await;
         // A server may refuse before reading it all: the write may fail.
         let request =
             format!("{method} /healthz HTTP/1.1\r\nHost: hub\r\nConnection: close\r\n\r\n");
-        let _ = client.socket.write_all(request.as_bytes()).await;
+        let _ = client.try_send(&request).await;
         assert!(
             client.closed_within(PATIENCE).await.is_some(),
             "no end to the answer to method {:.16}",
@@ -668,7 +603,7 @@ async fn invented_methods_do_not_become_metric_labels() {
 #[tokio::test]
 async fn an_http_1_0_stream_is_close_delimited_not_chunked() {
     let hub = hub(&[("ES__HTTP__SHUTDOWN_GRACE_MS", "1000")]).await;
-    let mut client = Raw::connect(&hub).await;
+    let mut client = connect(&hub).await;
     client
         .send("GET /event-stream?topic=old-client HTTP/1.0\r\n\r\n")
         .await;
@@ -739,19 +674,19 @@ async fn shutdown_closes_idle_and_half_read_connections_at_once() {
     ])
     .await;
     let partial = "GET /healthz HTTP/1.1\r\nHost: hu";
-    let mut first_head = Raw::connect(&hub).await;
+    let mut first_head = connect(&hub).await;
     first_head.send(partial).await;
-    let mut after_actix = Raw::connect(&hub).await;
+    let mut after_actix = connect(&hub).await;
     after_actix.send(HEALTHZ).await;
     after_actix.read_response().await;
     after_actix.send(partial).await;
-    let mut after_stream = Raw::connect(&hub).await;
+    let mut after_stream = connect(&hub).await;
     after_stream.send(BAD_STREAM).await;
     after_stream.read_response().await;
     after_stream
         .send("GET /event-stream HTTP/1.1\r\nHost: hu")
         .await;
-    let mut idle = Raw::connect(&hub).await;
+    let mut idle = connect(&hub).await;
     idle.send(HEALTHZ).await;
     idle.read_response().await;
     for half_read in [&first_head, &after_actix, &after_stream] {

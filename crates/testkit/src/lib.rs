@@ -6,6 +6,13 @@
 //!   Redis never see each other's data.
 //! - [`wait_until`]: polls a condition against a deadline; tests never sleep
 //!   to wait for something.
+//! - [`raw`]: [`RawClient`], a TCP client that writes bytes and keeps every
+//!   byte the server answers, for tests of what is on the wire and when a
+//!   connection closes; every read has a deadline.
+
+pub mod raw;
+
+pub use raw::RawClient;
 
 use std::future::Future;
 use std::io::{Read, Write};

@@ -66,10 +66,10 @@ async fn an_idle_connection_closes_after_keep_alive_without_an_answer() {
     client.send(STREAM_REQUEST).await;
     drop(server.stream(0).await);
     client.read_until("0\r\n\r\n").await;
-    let before = client.read.len();
+    let before = client.received().len();
     let started = Instant::now();
     client.read_to_end().await;
-    assert_eq!(client.read.len(), before, "nothing more was written");
+    assert_eq!(client.received().len(), before, "nothing more was written");
     assert!(started.elapsed() < TIMEOUT * 4, "{:?}", started.elapsed());
 }
 
@@ -111,7 +111,7 @@ async fn a_client_closing_its_side_ends_its_stream_at_once() {
     client.send(STREAM_REQUEST).await;
     let frames = server.stream(0).await;
     client.read_until("\r\n\r\n").await;
-    tokio::io::AsyncWriteExt::shutdown(&mut client.socket)
+    tokio::io::AsyncWriteExt::shutdown(client.socket_mut())
         .await
         .unwrap();
     assert_eq!(server.ended(0).await, StreamEnd::ClientGone);
@@ -178,17 +178,16 @@ async fn a_trickled_second_request_is_closed_at_its_deadline() {
     let mut sent = 0;
     // One byte every 50 ms: each keeps the connection busy, none finishes.
     let closed = loop {
-        if client.socket.try_write(b"X").is_err() {
+        if client.socket().try_write(b"X").is_err() {
             break started.elapsed();
         }
         sent += 1;
-        let mut probe = [0; 256];
-        let readable = tokio::time::timeout(Duration::from_millis(50), client.socket.readable());
-        if readable.await.is_ok() {
-            match client.socket.try_read(&mut probe) {
-                Ok(0) | Err(_) => break started.elapsed(),
-                Ok(n) => client.read.extend_from_slice(&probe[..n]),
-            }
+        if client
+            .closed_within(Duration::from_millis(50))
+            .await
+            .is_some()
+        {
+            break started.elapsed();
         }
         assert!(
             started.elapsed() < TIMEOUT * 10,

@@ -65,16 +65,16 @@ async fn a_trickled_request_after_an_actix_answer_is_closed_at_its_deadline() {
     let mut client = server.connect().await;
     client.send(b"GET /other HTTP/1.1\r\nHost: x\r\n\r\n").await;
     client.read_until("\r\n\r\nok").await;
-    let answered = client.read.len();
+    let answered = client.received().len();
     let started = Instant::now();
     client
         .send(b"GET /other HTTP/1.1\r\nHost: x\r\nX-Slow: ")
         .await;
     loop {
-        if client.socket.try_write(b"y").is_err() {
+        if client.socket().try_write(b"y").is_err() {
             break;
         }
-        match tokio::time::timeout(Duration::from_millis(50), client.socket.readable()).await {
+        match tokio::time::timeout(Duration::from_millis(50), client.socket().readable()).await {
             Ok(_) => break,
             Err(_) => assert!(started.elapsed() < TIMEOUT * 10, "never closed"),
         }
@@ -126,10 +126,10 @@ async fn an_idle_connection_served_by_actix_closes_after_keep_alive() {
     let mut client = server.connect().await;
     client.send(b"GET /other HTTP/1.1\r\nHost: x\r\n\r\n").await;
     client.read_until("\r\n\r\nok").await;
-    let answered = client.read.len();
+    let answered = client.received().len();
     let started = Instant::now();
     client.read_to_end().await;
-    assert_eq!(client.read.len(), answered, "closed without a 408");
+    assert_eq!(client.received().len(), answered, "closed without a 408");
     assert!(started.elapsed() < TIMEOUT * 4, "{:?}", started.elapsed());
 }
 

@@ -1,8 +1,8 @@
 //! A server built from the crate with a tiny stream route (a body fed from
-//! a channel) and a tiny actix-http app, and a raw-bytes client.
+//! a channel) and a tiny actix-http app, and raw-bytes clients of it.
 
 use std::convert::Infallible;
-use std::net::{IpAddr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -15,8 +15,7 @@ use actix_service::fn_service;
 use bytes::Bytes;
 use connection::{AppFactory, Config, Observer, StreamEnd, StreamRoute};
 use futures_util::StreamExt as _;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpSocket, TcpStream};
+use testkit::RawClient;
 use tokio::sync::mpsc;
 
 /// Long enough for a loaded machine; only a hang ever reaches it.
@@ -204,8 +203,8 @@ pub fn spawn_server_with(config: Config, bodies: Bodies) -> TestServer {
 }
 
 impl TestServer {
-    pub async fn connect(&self) -> Client {
-        Client::connect(self.port, None).await
+    pub async fn connect(&self) -> RawClient {
+        connect(self.port, None).await
     }
 
     /// The sender of the `n`th stream opened, once it is open (taken: the
@@ -236,84 +235,15 @@ pub async fn wait_until<T>(mut check: impl FnMut() -> Option<T>) -> T {
     }
 }
 
-/// One client connection and everything read from it so far.
-pub struct Client {
-    pub socket: TcpStream,
-    pub read: Vec<u8>,
-}
-
-impl Client {
-    /// Connects from `from` (any loopback address) or the default.
-    pub async fn connect(port: u16, from: Option<IpAddr>) -> Self {
-        let socket = TcpSocket::new_v4().unwrap();
-        if let Some(from) = from {
-            socket.bind(SocketAddr::new(from, 0)).unwrap();
-        }
-        let socket = socket
-            .connect(SocketAddr::from(([127, 0, 0, 1], port)))
-            .await
-            .unwrap();
-        socket.set_nodelay(true).unwrap();
-        Client {
-            socket,
-            read: Vec::new(),
-        }
-    }
-
-    pub async fn send(&mut self, bytes: &[u8]) {
-        self.socket.write_all(bytes).await.unwrap();
-    }
-
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.read).into_owned()
-    }
-
-    /// Reads until `needle` has arrived; returns everything read so far.
-    pub async fn read_until(&mut self, needle: &str) -> String {
-        let found = tokio::time::timeout(PATIENCE, async {
-            while !contains(&self.read, needle.as_bytes()) {
-                let mut buf = [0; 4096];
-                let n = self.socket.read(&mut buf).await.unwrap_or(0);
-                assert!(
-                    n > 0,
-                    "connection closed before {needle:?}; got {:?}",
-                    String::from_utf8_lossy(&self.read)
-                );
-                self.read.extend_from_slice(&buf[..n]);
-            }
-        })
-        .await;
-        assert!(
-            found.is_ok(),
-            "no {needle:?} in time; got {:?}",
-            self.text()
-        );
-        self.text()
-    }
-
-    /// Reads until the server closes the connection (a reset counts).
-    pub async fn read_to_end(&mut self) -> String {
-        let closed = tokio::time::timeout(PATIENCE, async {
-            let mut buf = [0; 4096];
-            loop {
-                match self.socket.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => self.read.extend_from_slice(&buf[..n]),
-                }
-            }
-        })
-        .await;
-        assert!(
-            closed.is_ok(),
-            "the server did not close; got {:?}",
-            self.text()
-        );
-        self.text()
-    }
-}
-
-pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
+/// Connects from `from` (any loopback address) or the default, with
+/// Nagle's algorithm off so that each write leaves at once; reads wait up to
+/// [`PATIENCE`].
+pub async fn connect(port: u16, from: Option<Ipv4Addr>) -> RawClient {
+    let client = RawClient::connect_from(port, from, None)
+        .await
+        .with_patience(PATIENCE);
+    client.socket().set_nodelay(true).unwrap();
+    client
 }
 
 /// A chunked frame as it appears on the wire.

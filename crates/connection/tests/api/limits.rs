@@ -1,16 +1,17 @@
 //! Connections per client address, and the metric labels.
 
-use std::net::IpAddr;
+use std::net::Ipv4Addr;
 
 use connection::method_label;
+use testkit::RawClient;
 
-use crate::helpers::{Bodies, Client, PATIENCE, config, spawn_server_with};
+use crate::helpers::{Bodies, PATIENCE, config, connect, spawn_server_with};
 
 const SECOND_SOURCE: [u8; 4] = [127, 0, 0, 2];
 
 /// Opens a connection and proves it is served (so it is counted).
-async fn served(port: u16, from: Option<IpAddr>) -> Client {
-    let mut client = Client::connect(port, from).await;
+async fn served(port: u16, from: Option<Ipv4Addr>) -> RawClient {
+    let mut client = connect(port, from).await;
     client.send(b"GET /other HTTP/1.1\r\nHost: x\r\n\r\n").await;
     client.read_until("\r\n\r\nok").await;
     client
@@ -25,7 +26,7 @@ async fn connections_over_the_per_address_limit_get_503_and_others_are_unaffecte
     let first = served(server.port, None).await;
     let _second = served(server.port, None).await;
 
-    let mut over = Client::connect(server.port, None).await;
+    let mut over = connect(server.port, None).await;
     over.send(b"GET /event-stream HTTP/1.1\r\nHost: x\r\n\r\n")
         .await;
     let text = over.read_to_end().await;
@@ -52,7 +53,7 @@ async fn connections_over_the_per_address_limit_get_503_and_others_are_unaffecte
     drop(first);
     let deadline = std::time::Instant::now() + PATIENCE;
     loop {
-        let mut client = Client::connect(server.port, None).await;
+        let mut client = connect(server.port, None).await;
         client.send(b"GET /other HTTP/1.1\r\nHost: x\r\n\r\n").await;
         if client
             .read_until("\r\n\r\n")

@@ -10,10 +10,9 @@ use std::time::Duration;
 
 use actix_http::{HttpService, KeepAlive};
 use proptest::prelude::*;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::runtime::Runtime;
 
-use crate::helpers::{Bodies, Client, FIXED_FRAME, TIMEOUT, app, config, spawn_server_with};
+use crate::helpers::{Bodies, FIXED_FRAME, TIMEOUT, app, config, connect, spawn_server_with};
 
 /// actix-http computes its keep-alive deadline from a clock it updates
 /// every 500 ms: a shorter keep-alive can expire at once, closing a
@@ -76,28 +75,18 @@ fn servers() -> &'static Servers {
 /// Everything a server writes for `pieces`, with `date` lines removed, and
 /// whether it closed the connection in time.
 async fn answer(port: u16, pieces: &[Vec<u8>]) -> (String, bool) {
-    let mut client = Client::connect(port, None).await;
+    let mut client = connect(port, None).await;
     for piece in pieces {
-        if client.socket.write_all(piece).await.is_err() {
+        if client.try_send(piece).await.is_err() {
             break;
         }
         // Apart, so that the server reads them one by one.
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    let mut read = Vec::new();
     // Every answer here ends within a few request timeouts; far more is a
     // hang.
-    let closed = tokio::time::timeout(TIMEOUT * 15, async {
-        let mut buf = [0; 4096];
-        loop {
-            match client.socket.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => read.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await;
-    (normalize(&read), closed.is_ok())
+    let closed = client.closed_within(TIMEOUT * 15).await;
+    (normalize(client.received()), closed.is_some())
 }
 
 /// `text` up to the end of a close-delimited (HTTP/1.0) stream, if it has
@@ -142,24 +131,19 @@ fn normalize(read: &[u8]) -> String {
 /// [`answer`], with each request sent once the answer to the one before
 /// has stopped arriving.
 async fn answer_one_by_one(port: u16, requests: &[Vec<u8>]) -> (String, bool) {
-    let mut client = Client::connect(port, None).await;
-    let mut read = Vec::new();
-    let mut buf = [0; 4096];
+    let mut client = connect(port, None).await;
     let mut closed = false;
     for request in requests {
-        if client.socket.write_all(request).await.is_err() {
+        if client.try_send(request).await.is_err() {
             break;
         }
         // The answers here come at once: a pause means this one is done.
-        while let Ok(result) =
-            tokio::time::timeout(Duration::from_millis(100), client.socket.read(&mut buf)).await
+        while let Ok(more) =
+            tokio::time::timeout(Duration::from_millis(100), client.read_more()).await
         {
-            match result {
-                Ok(0) | Err(_) => {
-                    closed = true;
-                    break;
-                }
-                Ok(n) => read.extend_from_slice(&buf[..n]),
+            if !more {
+                closed = true;
+                break;
             }
         }
         if closed {
@@ -167,18 +151,9 @@ async fn answer_one_by_one(port: u16, requests: &[Vec<u8>]) -> (String, bool) {
         }
     }
     if !closed {
-        closed = tokio::time::timeout(TIMEOUT * 15, async {
-            loop {
-                match client.socket.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => read.extend_from_slice(&buf[..n]),
-                }
-            }
-        })
-        .await
-        .is_ok();
+        closed = client.closed_within(TIMEOUT * 15).await.is_some();
     }
-    (normalize(&read), closed)
+    (normalize(client.received()), closed)
 }
 
 fn stream_request() -> impl Strategy<Value = Vec<u8>> {

@@ -5,65 +5,25 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use testkit::RawClient;
+use tokio::io::AsyncWriteExt as _;
 
 use crate::helpers::{PATIENCE, TestApp, spawn_app, spawn_app_with, wait_until};
 
-/// One client connection and everything read from it so far.
-struct Raw {
-    socket: TcpStream,
-    read: Vec<u8>,
+/// A raw connection to `app`; reads wait up to [`PATIENCE`].
+async fn connect(app: &TestApp) -> RawClient {
+    RawClient::connect(app.port).await.with_patience(PATIENCE)
 }
 
-impl Raw {
-    async fn connect(app: &TestApp) -> Self {
-        let address = app.address.trim_start_matches("http://");
-        Raw {
-            socket: TcpStream::connect(address).await.unwrap(),
-            read: Vec::new(),
-        }
-    }
-
-    async fn send(&mut self, bytes: &[u8]) {
-        self.socket.write_all(bytes).await.unwrap();
-    }
-
-    /// Reads until `needle` has arrived; returns everything read so far.
-    async fn read_until(&mut self, needle: &str) -> String {
-        let found = tokio::time::timeout(PATIENCE, async {
-            while !contains(&self.read, needle.as_bytes()) {
-                let mut buf = [0; 4096];
-                let n = self.socket.read(&mut buf).await.unwrap();
-                assert!(
-                    n > 0,
-                    "connection closed before {needle:?}; got {:?}",
-                    String::from_utf8_lossy(&self.read)
-                );
-                self.read.extend_from_slice(&buf[..n]);
-            }
-        })
-        .await;
-        assert!(
-            found.is_ok(),
-            "no {needle:?} in time; got {:?}",
-            String::from_utf8_lossy(&self.read)
-        );
-        String::from_utf8_lossy(&self.read).into_owned()
-    }
-
-    /// Reads until the server closes the connection.
-    async fn read_to_end(&mut self) -> String {
-        tokio::time::timeout(PATIENCE, self.socket.read_to_end(&mut self.read))
-            .await
-            .expect("the server did not close the connection")
-            .unwrap();
-        String::from_utf8_lossy(&self.read).into_owned()
-    }
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
+/// Reads until the server closes the connection in order: a reset fails
+/// the test.
+async fn read_to_close(client: &mut RawClient) -> String {
+    let text = client.read_to_end().await;
+    assert!(
+        !client.failed(),
+        "the server reset the connection; got {text:?}"
+    );
+    text
 }
 
 const REQUEST_METRIC: &str = "es_http_request_duration_seconds_count";
@@ -75,7 +35,7 @@ fn request_metric(status: u16) -> String {
 #[tokio::test]
 async fn a_request_pipelined_behind_a_refused_stream_is_answered_on_the_same_connection() {
     let app = spawn_app().await;
-    let mut client = Raw::connect(&app).await;
+    let mut client = connect(&app).await;
     client
         .send(
             b"GET /event-stream?topic=a%20b HTTP/1.1\r\nHost: t\r\n\r\n\
@@ -95,7 +55,7 @@ async fn a_request_pipelined_behind_a_refused_stream_is_answered_on_the_same_con
 #[tokio::test]
 async fn a_stream_asked_for_after_another_request_on_the_same_connection_delivers_events() {
     let app = spawn_app().await;
-    let mut client = Raw::connect(&app).await;
+    let mut client = connect(&app).await;
     client
         .send(
             b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n\
@@ -121,8 +81,8 @@ async fn a_request_head_split_across_many_writes_resumes_from_its_last_event_id(
     let head = format!(
         "GET /event-stream?topic=split HTTP/1.1\r\nHost: t\r\nLast-Event-ID: {first}\r\n\r\n"
     );
-    let mut client = Raw::connect(&app).await;
-    client.socket.set_nodelay(true).unwrap();
+    let mut client = connect(&app).await;
+    client.socket().set_nodelay(true).unwrap();
     for piece in head.as_bytes().chunks(7) {
         client.send(piece).await;
         // Gives each piece its own segment, so the server sees it partial.
@@ -139,7 +99,7 @@ async fn a_request_head_split_across_many_writes_resumes_from_its_last_event_id(
 #[tokio::test]
 async fn a_head_too_long_for_the_fast_path_is_served_by_actix_all_the_same() {
     let app = spawn_app().await;
-    let mut client = Raw::connect(&app).await;
+    let mut client = connect(&app).await;
     let filler = "a".repeat(connection::MAX_HEAD * 2);
     client
         .send(
@@ -152,19 +112,19 @@ async fn a_head_too_long_for_the_fast_path_is_served_by_actix_all_the_same() {
     assert_eq!(app.metric("es_stream_connections").await, 1.0);
 
     // Past actix's own limit (32 KiB) the head is refused, as before.
-    let mut client = Raw::connect(&app).await;
+    let mut client = connect(&app).await;
     let filler = "a".repeat(64 * 1024);
     client
         .send(format!("GET /event-stream HTTP/1.1\r\nX-Filler: {filler}\r\n\r\n").as_bytes())
         .await;
-    let text = client.read_to_end().await;
+    let text = read_to_close(&mut client).await;
     assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{text}");
 }
 
 #[tokio::test]
 async fn an_http_1_0_client_gets_the_stream_with_the_same_headers() {
     let app = spawn_app().await;
-    let mut client = Raw::connect(&app).await;
+    let mut client = connect(&app).await;
     client
         .send(b"GET /event-stream?topic=old-client HTTP/1.0\r\n\r\n")
         .await;
@@ -192,7 +152,7 @@ async fn an_http_1_0_stream_is_close_delimited_on_both_paths() {
     ];
     let mut clients = Vec::new();
     for (path, extra) in requests {
-        let mut client = Raw::connect(&app).await;
+        let mut client = connect(&app).await;
         client
             .send(
                 format!(
@@ -210,7 +170,7 @@ async fn an_http_1_0_stream_is_close_delimited_on_both_paths() {
     }
     app.shutdown.begin();
     for (path, mut client) in clients {
-        let text = client.read_to_end().await;
+        let text = read_to_close(&mut client).await;
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(head.starts_with("HTTP/1.0 200 OK\r\n"), "{path}: {head}");
         assert!(!head.contains("transfer-encoding"), "{path}: {head}");
@@ -227,13 +187,13 @@ async fn an_http_1_0_stream_is_close_delimited_on_both_paths() {
 async fn invented_methods_share_one_metric_label() {
     let app = spawn_app().await;
     for method in ["FOOA", "FOOB"] {
-        let mut client = Raw::connect(&app).await;
+        let mut client = connect(&app).await;
         client
             .send(
                 format!("{method} /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
             )
             .await;
-        client.read_to_end().await;
+        read_to_close(&mut client).await;
     }
     let count = app
         .metric(&format!(
@@ -246,11 +206,11 @@ async fn invented_methods_share_one_metric_label() {
 #[tokio::test]
 async fn head_is_refused_with_405_and_the_allowed_methods() {
     let app = spawn_app().await;
-    let mut client = Raw::connect(&app).await;
+    let mut client = connect(&app).await;
     client
         .send(b"HEAD /event-stream HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         .await;
-    let text = client.read_to_end().await;
+    let text = read_to_close(&mut client).await;
     assert!(
         text.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"),
         "{text}"
@@ -265,7 +225,7 @@ async fn head_is_refused_with_405_and_the_allowed_methods() {
 #[tokio::test]
 async fn a_client_that_closes_while_idle_frees_its_stream_at_once() {
     let app = spawn_app_with(&[("ES__STREAM__MAX_STREAMS", "1")]).await;
-    let mut client = Raw::connect(&app).await;
+    let mut client = connect(&app).await;
     client
         .send(b"GET /event-stream HTTP/1.1\r\nHost: t\r\n\r\n")
         .await;
@@ -295,15 +255,15 @@ async fn a_client_that_closes_while_idle_frees_its_stream_at_once() {
 #[tokio::test]
 async fn a_client_that_shuts_its_sending_side_ends_its_stream() {
     let app = spawn_app().await;
-    let mut client = Raw::connect(&app).await;
+    let mut client = connect(&app).await;
     client
         .send(b"GET /event-stream HTTP/1.1\r\nHost: t\r\n\r\n")
         .await;
     client.read_until("retry: 3000\n\n").await;
     assert_eq!(app.metric("es_stream_connections").await, 1.0);
 
-    client.socket.shutdown().await.unwrap();
-    client.read_to_end().await;
+    client.socket_mut().shutdown().await.unwrap();
+    read_to_close(&mut client).await;
     wait_until("the half-closed client's stream is freed", || async {
         app.metric("es_stream_connections").await == 0.0
     })

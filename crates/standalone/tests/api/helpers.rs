@@ -14,6 +14,8 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 
 pub struct TestApp {
     pub address: String,
+    /// The port of [`TestApp::address`], for raw connections.
+    pub port: u16,
     pub bus: Bus,
     pub client: reqwest::Client,
     pub shutdown: Shutdown,
@@ -44,11 +46,13 @@ pub async fn spawn_app_with(env: &[(&str, &str)]) -> TestApp {
     let settings = Settings::load_from(defaults, None, Some(vars)).unwrap();
     let bus = Bus::memory(settings.memory_config());
     let app = standalone::build(&settings, bus.clone()).unwrap();
-    let address = format!("http://127.0.0.1:{}", app.port());
+    let port = app.port();
+    let address = format!("http://127.0.0.1:{port}");
     let shutdown = app.shutdown();
     tokio::spawn(app.run());
     TestApp {
         address,
+        port,
         bus,
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
