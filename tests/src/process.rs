@@ -46,12 +46,10 @@ pub fn binary(name: &str) -> PathBuf {
     build_binaries().join(name)
 }
 
-/// A free TCP port on loopback (free when asked; the OS does not reserve it).
+/// A free TCP port on loopback for a server, outside the range client
+/// sockets use (see [`testkit::free_port`]).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("finding a free port")
+    testkit::free_port()
 }
 
 /// One running binary on its own port, killed when dropped.

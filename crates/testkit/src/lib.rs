@@ -147,8 +147,35 @@ impl Drop for RedisServer {
     }
 }
 
-/// A port nobody listens on right now.
-fn free_port() -> u16 {
+/// A port nobody listens on right now, for a server a test starts.
+///
+/// Taken below the kernel's ephemeral range (`ip_local_port_range`), where
+/// client sockets get their local ports: a port from that range (what
+/// binding port 0 gives) can be taken by some test's client between this
+/// choice and the server's bind, and that client's socket then looks like
+/// one of the server's connections. Each call moves on from the last, so
+/// the tests of one process never pick the same port.
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const BASE: u32 = 10_000;
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    if low > BASE + 1_000 {
+        let span = low - BASE;
+        // Processes start at different places, so two test binaries at once
+        // rarely walk the same ports.
+        let start = std::process::id().wrapping_mul(7_919) % span;
+        for _ in 0..span {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let port = (BASE + (start + n) % span) as u16;
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .map(|addr| addr.port())

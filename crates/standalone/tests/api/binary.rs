@@ -5,13 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::helpers::PATIENCE;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use testkit::free_port;
 
 #[test]
 fn a_bad_configuration_value_stops_the_start_naming_the_key() {
