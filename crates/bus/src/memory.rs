@@ -252,11 +252,6 @@ impl MemoryEngine {
 
     /// Retained events after `after`, at most one `slice` of them.
     pub fn replay(&self, topic: &str, after: Position, slice: Slice) -> Replay {
-        let empty = HistoryBounds {
-            epoch: Epoch::NONE,
-            oldest: 1,
-            head: 0,
-        };
         let read = |topic: &Topic| {
             let plan = replay::plan(after, topic.bounds());
             let skip = topic
@@ -274,7 +269,7 @@ impl MemoryEngine {
             }
         };
         self.peek(topic, read).unwrap_or_else(|| {
-            let plan = replay::plan(after, empty);
+            let plan = replay::plan(after, HistoryBounds::EMPTY);
             Replay {
                 reset: plan.reset,
                 start: plan.start,

@@ -94,6 +94,15 @@ pub struct HistoryBounds {
     pub head: u64,
 }
 
+impl HistoryBounds {
+    /// A topic with no history at all: never published to, or forgotten.
+    pub const EMPTY: HistoryBounds = HistoryBounds {
+        epoch: Epoch::NONE,
+        oldest: 1,
+        head: 0,
+    };
+}
+
 /// The decision of [`plan`]: where to read from, and whether to say reset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Plan {
@@ -220,11 +229,7 @@ mod tests {
 
     #[test]
     fn a_lost_topic_resets_readers_that_saw_it() {
-        let empty = HistoryBounds {
-            epoch: Epoch::NONE,
-            oldest: 1,
-            head: 0,
-        };
+        let empty = HistoryBounds::EMPTY;
         assert_eq!(plan(Position::START, empty).reset, None);
         assert_eq!(
             plan(Position::new(E, 3), empty).reset,

@@ -212,11 +212,7 @@ impl Store {
         for _ in 0..3 {
             let snapshot = self.snapshot(topic, from, count).await?;
             let bounds = match snapshot.head {
-                None => HistoryBounds {
-                    epoch: Epoch::NONE,
-                    oldest: 1,
-                    head: 0,
-                },
+                None => HistoryBounds::EMPTY,
                 Some(head) => HistoryBounds {
                     epoch: head.epoch,
                     // Beyond the cap, older entries count as trimmed.
