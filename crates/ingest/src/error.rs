@@ -42,7 +42,7 @@ impl ResponseError for PublishError {
         let status = self.status_code();
         match self {
             PublishError::Bus(error) => {
-                tracing::warn!(%error, "publish refused: bus unavailable");
+                tracing::warn!(%error, "publish refused by the bus");
                 jsend::error(status, self.to_string())
             }
             PublishError::Internal(detail) => {

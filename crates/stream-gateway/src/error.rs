@@ -37,7 +37,7 @@ impl ResponseError for StreamError {
         match self {
             StreamError::Invalid(_) => jsend::fail(self.status_code(), self.to_string()),
             StreamError::Bus(error) => {
-                tracing::warn!(%error, "stream refused: bus unavailable");
+                tracing::warn!(%error, "stream refused by the bus");
                 jsend::error(self.status_code(), self.to_string())
             }
             StreamError::ShuttingDown => jsend::error(self.status_code(), self.to_string()),
