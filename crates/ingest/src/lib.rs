@@ -7,6 +7,8 @@
 //! - [`extract`]: reads the request by its Content-Type (JSON, urlencoded,
 //!   multipart, or the query string of a bodyless POST).
 //! - [`error`]: every way a publish fails, each with its status and JSend body.
+//! - [`settings`]: the `publish` settings section: its keys, defaults, rules.
+//! - [`metrics`]: the publish counters, registered when the part is built.
 //! - [`routes`]: the handler, its state, and [`routes::admit`], where every
 //!   publish is admitted or refused before the bus is asked.
 //! - [`startup`]: mounts the routes and builds the service.
@@ -14,11 +16,14 @@
 
 pub mod error;
 pub mod extract;
+pub mod metrics;
 pub mod routes;
+pub mod settings;
 pub mod startup;
 pub mod urlencoded;
 
 pub use routes::IngestState;
+pub use settings::PublishSettings;
 pub use startup::{build, part};
 
 /// Response header carrying the id assigned to a published event.

@@ -2,18 +2,18 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
-use service_kit::Metrics;
 use shared_types::{JSend, Limits, ValidPublish};
 
 use crate::error::PublishError;
 use crate::extract::PublishBody;
+use crate::metrics::PublishMetrics;
 
 /// What the publish handler needs.
 #[derive(Debug, Clone)]
 pub struct IngestState {
     pub bus: bus::Bus,
     pub limits: Limits,
-    pub metrics: Metrics,
+    pub metrics: PublishMetrics,
 }
 
 /// Everything that decides whether a publish may go ahead, before the bus

@@ -1,21 +1,25 @@
 //! Mounts the publish route and builds the service.
 
 use actix_web::{guard, web};
+use operations::Shared;
 use service_kit::compose::{self, NoStreamRoute};
-use service_kit::{App, EVENT_STREAM_PATH, Part, Settings, Shared};
+use service_kit::{App, EVENT_STREAM_PATH, Part, Settings};
 
 use crate::extract;
+use crate::metrics::PublishMetrics;
 use crate::routes::{self, IngestState};
+use crate::settings::PublishSettings;
 
 /// The publish part: `POST /event-stream` over `shared`'s bus (only POST:
-/// the standalone binary mounts the gateway's GET on the same path).
-pub fn part(settings: &Settings, shared: &Shared) -> Part {
+/// the standalone binary mounts the gateway's GET on the same path), with
+/// its metrics registered in `shared`'s registry.
+pub fn part(settings: &PublishSettings, shared: &Shared) -> Part {
     let state = IngestState {
         bus: shared.bus.clone(),
-        limits: settings.publish_limits(),
-        metrics: shared.metrics.clone(),
+        limits: settings.limits(),
+        metrics: PublishMetrics::register(&shared.metrics),
     };
-    let max_body_bytes = settings.publish.max_body_bytes;
+    let max_body_bytes = settings.max_body_bytes;
     Part::new("POST", move |cfg| {
         let resource = web::resource(EVENT_STREAM_PATH)
             .guard(guard::Post())
@@ -28,8 +32,8 @@ pub fn part(settings: &Settings, shared: &Shared) -> Part {
 }
 
 /// Builds the ingest service over `bus`, bound but not yet running.
-pub fn build(settings: &Settings, bus: bus::Bus) -> anyhow::Result<App> {
+pub fn build(settings: &Settings<PublishSettings>, bus: bus::Bus) -> anyhow::Result<App> {
     let shared = Shared::new(bus);
-    let publish = part(settings, &shared);
+    let publish = part(&settings.own, &shared);
     compose::bind::<NoStreamRoute>(&settings.http, shared, vec![publish], None)
 }

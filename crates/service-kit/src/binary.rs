@@ -1,4 +1,5 @@
-//! The shared `main` of every binary: arguments, settings, logs, bus, serve.
+//! The shared `main` of every binary: arguments, settings (the common
+//! sections and those of the parts it runs), logs, bus, serve.
 //!
 //! Start-up order: the bus is created without waiting for its engine, the
 //! app is built and listens at once (`/healthz` answers 200, `/readyz` 503
@@ -9,13 +10,15 @@
 
 use std::process::ExitCode;
 
+use crate::args::{self, Command};
+use crate::section::Sections;
 use crate::server::App;
-use crate::settings::{self, BinaryDefaults, Command, Engine, Settings};
+use crate::settings::{BinaryDefaults, Engine, Settings};
 
 /// Creates the engine the settings name, without waiting for it: a Redis
 /// bus connects in the background (see [`wait_for_bus`]). Fails only on a
 /// Redis URL that cannot be used.
-pub fn open_bus(settings: &Settings, role: bus::Role) -> anyhow::Result<bus::Bus> {
+pub fn open_bus<S: Sections>(settings: &Settings<S>, role: bus::Role) -> anyhow::Result<bus::Bus> {
     match settings.bus.engine {
         Engine::Memory => Ok(bus::Bus::memory(settings.memory_config())),
         Engine::Redis => bus::Bus::redis(settings.redis_config(), role)
@@ -35,11 +38,12 @@ pub async fn wait_for_bus(bus: &bus::Bus) -> anyhow::Result<()> {
 }
 
 /// Runs a service binary to completion; the exit code says how it ended.
-pub async fn run<F>(defaults: BinaryDefaults, role: bus::Role, build: F) -> ExitCode
+pub async fn run<S, F>(defaults: BinaryDefaults, role: bus::Role, build: F) -> ExitCode
 where
-    F: FnOnce(&Settings, bus::Bus) -> anyhow::Result<App>,
+    S: Sections,
+    F: FnOnce(&Settings<S>, bus::Bus) -> anyhow::Result<App>,
 {
-    let file = match settings::parse_args(std::env::args().skip(1)) {
+    let file = match args::parse_args(std::env::args().skip(1)) {
         Ok(Command::Run { config_file }) => config_file,
         Ok(Command::Help) => {
             println!(
@@ -60,7 +64,7 @@ where
             return ExitCode::from(2);
         }
     };
-    let settings = match Settings::load(defaults, file.as_deref()) {
+    let settings = match Settings::<S>::load(defaults, file.as_deref()) {
         Ok(settings) => settings,
         Err(error) => {
             eprintln!("{}: {error}", defaults.name);

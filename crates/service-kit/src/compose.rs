@@ -12,36 +12,15 @@ use std::sync::Arc;
 use actix_web::web;
 use connection::StreamRoute;
 
-use crate::health;
-use crate::metrics::Metrics;
+use operations::{Shared, health};
+
 use crate::server::{self, App};
 use crate::settings::HttpSettings;
-use crate::shutdown::Shutdown;
 
 pub use connection::NoStreamRoute;
 
 /// The path the API lives on: `POST` publishes, `GET` streams.
 pub const EVENT_STREAM_PATH: &str = "/event-stream";
-
-/// What every part of one process shares, and what the operational routes
-/// (`/healthz`, `/readyz`, `/metrics`) answer from.
-#[derive(Debug, Clone)]
-pub struct Shared {
-    pub bus: bus::Bus,
-    pub shutdown: Shutdown,
-    pub metrics: Metrics,
-}
-
-impl Shared {
-    /// Fresh metrics and a fresh shutdown token over `bus`.
-    pub fn new(bus: bus::Bus) -> Self {
-        Self {
-            bus,
-            shutdown: Shutdown::new(),
-            metrics: Metrics::new(),
-        }
-    }
-}
 
 type Mount = Arc<dyn Fn(&mut web::ServiceConfig) + Send + Sync>;
 

@@ -1,30 +1,37 @@
-//! What every event-stream service shares: configuration, logs, HTTP
-//! serving with graceful shutdown, health and metrics.
+//! What every event-stream binary is made of: its settings, its logs, its
+//! `main`, and the one way its parts are composed and served.
+//!
+//! Operations (health, metrics, shutdown) are the `operations` crate; JSend
+//! responses live beside the JSend type in `shared-types`; each service's
+//! own settings section is a [`Section`] in its crate.
 //!
 //! # Layout
-//! - [`settings`]: the one configuration tree, layered defaults → file → `ES__` env.
+//! - [`args`]: the command line: `--config FILE`, `--help`, `--version`.
+//! - [`settings`]: the common sections (`http`, `log`, `bus`, `redis`), their
+//!   rules, and the [`Settings`] tree they form with a binary's own sections.
+//! - [`section`]: the [`Section`] a service defines for its keys, and the
+//!   [`Sections`] a binary runs.
+//! - [`loader`]: layered defaults → file → `ES__` env, strict about keys.
+//! - [`error`]: why a configuration cannot be used, naming the key.
 //! - [`telemetry`]: tracing subscriber, text or JSON.
+//! - [`binary`]: the shared `main`: arguments, settings, logs, bus, serve.
 //! - [`compose`]: one composition path for every binary: its parts over
 //!   what they share, bound on one port.
 //! - [`server`]: builds the actix-web app, serves it through the `connection` crate,
 //!   shuts down on a signal within a grace period.
-//! - [`shutdown`]: the token streams watch and the readiness flag.
-//! - [`health`]: `/healthz`, `/readyz`, `/metrics` and JSend fallbacks.
-//! - [`metrics`]: the Prometheus registry and the counters services update.
-//! - [`jsend`]: turning a JSend value into an HTTP response.
 
+pub mod args;
 pub mod binary;
 pub mod compose;
-pub mod health;
-pub mod jsend;
-pub mod metrics;
+pub mod error;
+pub mod loader;
+pub mod section;
 pub mod server;
 pub mod settings;
-pub mod shutdown;
 pub mod telemetry;
 
-pub use compose::{EVENT_STREAM_PATH, Part, Shared};
-pub use metrics::Metrics;
+pub use compose::{EVENT_STREAM_PATH, Part};
+pub use error::SettingsError;
+pub use section::{Section, Sections};
 pub use server::App;
 pub use settings::{BinaryDefaults, Settings};
-pub use shutdown::Shutdown;

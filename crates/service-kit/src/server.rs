@@ -19,11 +19,11 @@ use anyhow::Context as _;
 use connection::{AppFactory, StreamRoute};
 use futures_util::FutureExt as _;
 
-use crate::compose::Shared;
-use crate::health;
-use crate::metrics::RequestLabels;
+use operations::metrics::RequestLabels;
+use operations::shutdown::{self, Shutdown};
+use operations::{Shared, health};
+
 use crate::settings::HttpSettings;
-use crate::shutdown::{self, Shutdown};
 
 /// A bound, not yet running service.
 pub struct App {

@@ -1,5 +1,10 @@
 //! The JSend envelope: `success` with data, `fail` for the caller's mistakes,
 //! `error` for ours.
+//!
+//! With the `actix` feature, [`respond`], [`fail`] and [`error`] turn it into
+//! an HTTP response. They live beside the envelope, not in a service crate,
+//! because they change for the same reason it does: the shape of an answer
+//! on the wire, which every service, and every fallback, must give alike.
 
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +44,32 @@ impl<T: Serialize> JSend<T> {
             r#"{"status":"error","message":"unserialisable response"}"#.to_owned()
         })
     }
+}
+
+/// A JSON response with the given status and JSend body.
+#[cfg(feature = "actix")]
+pub fn respond(status: actix_web::http::StatusCode, body: &JSend) -> actix_web::HttpResponse {
+    actix_web::HttpResponse::build(status)
+        .insert_header(actix_web::http::header::ContentType::json())
+        .body(body.to_json())
+}
+
+/// `fail` with a status, for the caller's mistakes.
+#[cfg(feature = "actix")]
+pub fn fail(
+    status: actix_web::http::StatusCode,
+    data: impl Into<String>,
+) -> actix_web::HttpResponse {
+    respond(status, &JSend::fail(data))
+}
+
+/// `error` with a status, for ours.
+#[cfg(feature = "actix")]
+pub fn error(
+    status: actix_web::http::StatusCode,
+    message: impl Into<String>,
+) -> actix_web::HttpResponse {
+    respond(status, &JSend::error(message))
 }
 
 #[cfg(test)]

@@ -1,9 +1,11 @@
 //! The wire contract of event-stream: what clients send, what they get back.
 //!
-//! No I/O lives here, so every service and every test shares one definition.
+//! No I/O lives here (the `actix` feature only builds responses), so every
+//! service and every test shares one definition.
 //!
 //! # Layout
-//! - [`jsend`]: the JSend envelope every HTTP answer uses.
+//! - [`jsend`]: the JSend envelope every HTTP answer uses, and (feature
+//!   `actix`) that envelope as an actix-web response.
 //! - [`publish`]: the publish request and its validation rules.
 //! - [`event`]: an event as stored and fanned out, with its SSE frame encoded once.
 //! - [`cursor`]: positions in a topic and the SSE id that carries them across reconnects.

@@ -2,7 +2,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use service_kit::jsend;
+use shared_types::jsend;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {

@@ -5,6 +5,8 @@
 //! two with per-topic offsets so nothing is lost or repeated.
 //!
 //! # Layout
+//! - [`settings`]: the `stream` settings section: its keys, defaults, rules.
+//! - [`metrics`]: stream and delivery metrics, registered when the part is built.
 //! - [`request`]: topics and the resume cursor, from the query and `Last-Event-ID`.
 //! - [`stream`]: one client's SSE body: replay, live events, keep-alives,
 //!   the slow-client cut-off and the graceful end.
@@ -14,10 +16,13 @@
 //! - [`startup`]: mounts the route and builds the service.
 
 pub mod error;
+pub mod metrics;
 pub mod request;
 pub mod routes;
+pub mod settings;
 pub mod startup;
 pub mod stream;
 
 pub use routes::GatewayState;
+pub use settings::StreamSettings;
 pub use startup::{build, part};

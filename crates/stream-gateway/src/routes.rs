@@ -13,10 +13,13 @@ use actix_web::http::header::{CacheControl, CacheDirective, HeaderMap};
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError as _, web};
 use connection::{RequestHead, StreamEnd, StreamRoute};
 
-use service_kit::{Metrics, Settings, Shared, Shutdown};
+use operations::{Shared, Shutdown};
+use service_kit::settings::HttpSettings;
 
 use crate::error::StreamError;
+use crate::metrics::StreamMetrics;
 use crate::request;
+use crate::settings::StreamSettings;
 use crate::stream::{EventStream, Permit, StreamConfig};
 
 /// The path streams are served on.
@@ -32,24 +35,26 @@ pub struct GatewayState {
     pub max_streams: usize,
     pub open_streams: Arc<AtomicUsize>,
     pub shutdown: Shutdown,
-    pub metrics: Metrics,
+    pub metrics: StreamMetrics,
 }
 
 impl GatewayState {
-    pub fn new(settings: &Settings, shared: &Shared) -> Self {
+    /// The state over `shared`, with the stream metrics registered in its
+    /// registry.
+    pub fn new(settings: &StreamSettings, http: &HttpSettings, shared: &Shared) -> Self {
         Self {
             bus: shared.bus.clone(),
             stream: StreamConfig {
-                keepalive: Duration::from_millis(settings.stream.keepalive_ms),
-                retry: Duration::from_millis(settings.stream.retry_ms),
+                keepalive: Duration::from_millis(settings.keepalive_ms),
+                retry: Duration::from_millis(settings.retry_ms),
                 // Half the grace period: streams end well before the cut.
-                shutdown_spread: settings.shutdown_grace() / 2,
+                shutdown_spread: Duration::from_millis(http.shutdown_grace_ms) / 2,
             },
-            max_topics: settings.stream.max_topics,
+            max_topics: settings.max_topics,
             max_streams: settings.max_streams(),
             open_streams: Arc::new(AtomicUsize::new(0)),
             shutdown: shared.shutdown.clone(),
-            metrics: shared.metrics.clone(),
+            metrics: StreamMetrics::register(&shared.metrics),
         }
     }
 }

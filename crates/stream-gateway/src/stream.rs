@@ -33,7 +33,9 @@ use std::time::Duration;
 use bus::{Bus, Recv, Replay, Slice, Subscription};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::Stream;
-use service_kit::{Metrics, Shutdown};
+use operations::Shutdown;
+
+use crate::metrics::StreamMetrics;
 use shared_types::event::encode_body;
 use shared_types::{Cursor, Event, Position, Sequence, sse_comment, sse_retry};
 use tokio::time::{Instant, Sleep};
@@ -118,7 +120,7 @@ pub struct EventStream {
     next_feed: usize,
     /// The stream ends once `pending` is written.
     finished: bool,
-    metrics: Metrics,
+    metrics: StreamMetrics,
     /// Set when the stream ended because its client fell a queue behind or
     /// stopped reading (its writes timed out).
     too_slow: bool,
@@ -158,7 +160,7 @@ impl EventStream {
         cursor: Option<Cursor>,
         config: StreamConfig,
         shutdown: Shutdown,
-        metrics: Metrics,
+        metrics: StreamMetrics,
         permit: Permit,
     ) -> Result<Self, bus::Error> {
         // Only a resuming client needs history; a fresh one starts where
@@ -481,7 +483,7 @@ mod tests {
             Some(cursor),
             config,
             Shutdown::new(),
-            Metrics::new(),
+            StreamMetrics::register(&operations::Metrics::new()),
             Permit::acquire(&open, 1).unwrap(),
         )
         .await

@@ -58,6 +58,32 @@ async fn metrics_count_published_events_and_only_those() {
 }
 
 #[tokio::test]
+async fn metrics_show_the_publish_part_and_no_stream_counters() {
+    let app = spawn_app().await;
+
+    let text = app.get_metrics().await.text().await.unwrap();
+
+    for name in [
+        "es_events_published_total",
+        "es_publish_failures_total",
+        "es_bus_topics",
+    ] {
+        assert!(text.contains(name), "{name} missing in\n{text}");
+    }
+    // The gateway's metrics are registered by the stream part, which
+    // ingest does not run.
+    for name in [
+        "es_stream_connections",
+        "es_events_delivered",
+        "es_events_replayed",
+        "es_stream_resets",
+        "es_slow_client_disconnects",
+    ] {
+        assert!(!text.contains(name), "{name} shown by ingest:\n{text}");
+    }
+}
+
+#[tokio::test]
 async fn metrics_record_request_latencies_by_route() {
     let app = spawn_app().await;
     let response = app.post_json(&json!({"message": "one"})).await;

@@ -8,10 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bus::Bus;
+use ingest::PublishSettings;
+use operations::Shutdown;
 use reqwest::header::{CONTENT_TYPE, HeaderValue};
 use reqwest::{Method, Response, StatusCode};
+use service_kit::Settings;
 use service_kit::settings::{BinaryDefaults, Engine};
-use service_kit::{Settings, Shutdown};
 use shared_types::{DEFAULT_EVENT_TYPE, DEFAULT_TOPIC, Event, Position};
 use tokio::task::JoinHandle;
 
@@ -56,7 +58,7 @@ pub async fn spawn_app_with(env: &[(&str, &str)]) -> TestApp {
         .chain(env)
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
-    let settings = Settings::load_from(DEFAULTS, None, Some(vars)).unwrap();
+    let settings = Settings::<PublishSettings>::load_from(DEFAULTS, None, Some(vars)).unwrap();
     let bus = Bus::memory(settings.memory_config());
     let app = ingest::build(&settings, bus.clone()).unwrap();
     let port = app.port();

@@ -1,5 +1,6 @@
 #![allow(clippy::unwrap_used, unreachable_pub)]
 
+mod binary;
 mod body_limits;
 mod framing;
 mod health;

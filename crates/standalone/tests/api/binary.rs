@@ -12,6 +12,18 @@ fn a_bad_configuration_value_stops_the_start_naming_the_key() {
     let cases = [
         ("ES__HTTP__PORT", "not-a-port", "http.port"),
         ("ES__STREAM__KEEPALIVE_MS", "0", "stream.keepalive_ms"),
+        // Both services' sections, and both sets of rules, are the standalone's.
+        (
+            "ES__PUBLISH__MAX_MESSAGE_CHARS",
+            "0",
+            "publish.max_message_chars",
+        ),
+        ("ES__STREAM__MAX_TOPICS", "999", "stream.max_topics"),
+        (
+            "ES__STREAM__KEEPALIVE_M",
+            "1",
+            "did you mean stream.keepalive_ms?",
+        ),
         ("ES__LOG__FORMAT", "yaml", "log.format"),
     ];
     for (key, value, named) in cases {

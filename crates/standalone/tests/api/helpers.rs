@@ -5,8 +5,9 @@ use std::future::Future;
 use std::time::Duration;
 
 use bus::Bus;
+use operations::Shutdown;
+use service_kit::Settings;
 use service_kit::settings::{BinaryDefaults, Engine};
-use service_kit::{Settings, Shutdown};
 use sse_reader::{Event, Item, SseStream};
 
 /// Long enough for a loaded CI machine; only a hang ever reaches it.
@@ -43,7 +44,7 @@ pub async fn spawn_app_with(env: &[(&str, &str)]) -> TestApp {
         port: 9990,
         engine: Engine::Memory,
     };
-    let settings = Settings::load_from(defaults, None, Some(vars)).unwrap();
+    let settings = Settings::<standalone::Sections>::load_from(defaults, None, Some(vars)).unwrap();
     let bus = Bus::memory(settings.memory_config());
     let app = standalone::build(&settings, bus.clone()).unwrap();
     let port = app.port();

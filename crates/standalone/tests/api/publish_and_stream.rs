@@ -283,3 +283,23 @@ async fn past_max_streams_new_streams_get_503_with_retry_after() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn metrics_show_both_parts_each_counting_its_own() {
+    let app = spawn_app().await;
+    let mut stream = app.subscribe("", None).await;
+    app.publish("counted").await;
+    next_events(&mut stream, 1).await;
+
+    assert_eq!(app.metric("es_events_published_total").await, 1.0);
+    assert_eq!(app.metric("es_publish_failures_total").await, 0.0);
+    assert_eq!(app.metric("es_stream_connections").await, 1.0);
+    for name in [
+        "es_events_replayed_total",
+        "es_stream_resets_total",
+        "es_slow_client_disconnects_total",
+    ] {
+        assert_eq!(app.metric(name).await, 0.0, "{name}");
+    }
+    assert_eq!(app.metric("es_bus_topics").await, 1.0);
+}

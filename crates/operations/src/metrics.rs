@@ -1,15 +1,15 @@
 //! Prometheus metrics: one registry per app, so tests that run several
-//! apps in one process never mix their numbers.
+//! apps in one process never mix their numbers. The registry holds the
+//! request histogram; each part adds its own metrics to it
+//! ([`Metrics::register`]); the bus's figures are read at each scrape.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -20,7 +20,12 @@ pub struct RequestLabels {
     pub status: u16,
 }
 
-/// Every metric a service updates. Cheap to clone.
+/// The registry every part of one process registers its metrics into, and
+/// the metrics every service has: request latency by route. Cheap to clone.
+///
+/// A part registers its own counters when it is built (ingest: publishes;
+/// the gateway: streams and deliveries), so `/metrics` shows exactly the
+/// metrics of the parts a binary runs.
 #[derive(Debug, Clone)]
 pub struct Metrics {
     inner: Arc<Inner>,
@@ -28,14 +33,9 @@ pub struct Metrics {
 
 #[derive(Debug)]
 struct Inner {
-    registry: Registry,
-    connections: Gauge,
-    published: Counter,
-    publish_failures: Counter,
-    delivered: Counter,
-    replayed: Counter,
-    resets: Counter,
-    slow_disconnects: Counter,
+    /// Locked only to register (at build) and to render (per scrape);
+    /// updates go to the metrics themselves, which are atomics.
+    registry: Mutex<Registry>,
     requests: Family<RequestLabels, Histogram, fn() -> Histogram>,
 }
 
@@ -53,50 +53,8 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("es");
-        let connections = Gauge::default();
-        let published = Counter::default();
-        let publish_failures = Counter::default();
-        let delivered = Counter::default();
-        let replayed = Counter::default();
-        let resets = Counter::default();
-        let slow_disconnects = Counter::default();
         let requests = Family::<RequestLabels, Histogram, fn() -> Histogram>::new_with_constructor(
             latency_histogram,
-        );
-        registry.register(
-            "stream_connections",
-            "Open SSE streams",
-            connections.clone(),
-        );
-        registry.register(
-            "events_published",
-            "Events stored and broadcast by this process",
-            published.clone(),
-        );
-        registry.register(
-            "publish_failures",
-            "Publishes refused because the bus failed",
-            publish_failures.clone(),
-        );
-        registry.register(
-            "events_delivered",
-            "Events written to SSE streams (replayed included)",
-            delivered.clone(),
-        );
-        registry.register(
-            "events_replayed",
-            "Events sent from history to resuming streams",
-            replayed.clone(),
-        );
-        registry.register(
-            "stream_resets",
-            "Reset events sent because history no longer covered a cursor",
-            resets.clone(),
-        );
-        registry.register(
-            "slow_client_disconnects",
-            "Streams closed because the client fell a whole queue behind or stopped reading",
-            slow_disconnects.clone(),
         );
         registry.register(
             "http_request_duration_seconds",
@@ -105,39 +63,24 @@ impl Metrics {
         );
         Self {
             inner: Arc::new(Inner {
-                registry,
-                connections,
-                published,
-                publish_failures,
-                delivered,
-                replayed,
-                resets,
-                slow_disconnects,
+                registry: Mutex::new(registry),
                 requests,
             }),
         }
     }
 
-    pub fn connections(&self) -> &Gauge {
-        &self.inner.connections
+    /// Adds a part's metric, exposed as `es_<name>` from now on; `metric`
+    /// is a handle sharing its value with the part's copy.
+    pub fn register(&self, name: &str, help: &str, metric: impl Metric) {
+        self.registry().register(name, help, metric);
     }
-    pub fn published(&self) -> &Counter {
-        &self.inner.published
-    }
-    pub fn publish_failures(&self) -> &Counter {
-        &self.inner.publish_failures
-    }
-    pub fn delivered(&self) -> &Counter {
-        &self.inner.delivered
-    }
-    pub fn replayed(&self) -> &Counter {
-        &self.inner.replayed
-    }
-    pub fn resets(&self) -> &Counter {
-        &self.inner.resets
-    }
-    pub fn slow_disconnects(&self) -> &Counter {
-        &self.inner.slow_disconnects
+
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        // A panic while registering or encoding leaves the registry whole.
+        self.inner
+            .registry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     pub fn observe_request(&self, labels: RequestLabels, elapsed: Duration) {
@@ -150,9 +93,7 @@ impl Metrics {
     /// The text exposition, plus the bus's own counters.
     pub fn render(&self, bus: &bus::Bus) -> String {
         let mut out = String::new();
-        if prometheus_client::encoding::text::encode_registry(&mut out, &self.inner.registry)
-            .is_err()
-        {
+        if prometheus_client::encoding::text::encode_registry(&mut out, &self.registry()).is_err() {
             out.clear();
         }
         let stats = bus.stats();
@@ -219,5 +160,29 @@ impl connection::Observer for Metrics {
             status: status.as_u16(),
         };
         self.observe_request(labels, elapsed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus_client::metrics::counter::Counter;
+
+    use super::*;
+
+    #[test]
+    fn a_registered_metric_is_rendered_with_its_value_and_only_then() {
+        let metrics = Metrics::new();
+        let bus = bus::Bus::memory(bus::MemoryConfig::default());
+        assert!(!metrics.render(&bus).contains("es_parts_total"));
+
+        let counter = Counter::<u64>::default();
+        metrics.register("parts", "Parts built", counter.clone());
+        counter.inc_by(3);
+
+        let text = metrics.render(&bus);
+        assert!(text.contains("# TYPE es_parts counter"), "{text}");
+        assert!(text.contains("es_parts_total 3"), "{text}");
+        assert!(text.contains("es_bus_topics 0"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

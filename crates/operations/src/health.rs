@@ -3,8 +3,9 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 
-use crate::compose::Shared;
-use crate::jsend;
+use shared_types::jsend;
+
+use crate::Shared;
 
 /// Mounts `/healthz`, `/readyz` and `/metrics`.
 pub fn configure(cfg: &mut web::ServiceConfig, health: Shared) {

@@ -1,0 +1,375 @@
+//! Loading settings: the layers, and the strictness about keys.
+//!
+//! Layers, later wins: compiled-in defaults (the common sections', some
+//! per binary like the port, and those of the [`Sections`] the binary
+//! runs), then an optional TOML file given with `--config FILE`, then
+//! environment variables `ES__<SECTION>__<KEY>` (for example
+//! `ES__HTTP__PORT=8080`). `__` separates levels so keys may contain `_`.
+//! A value that does not parse or breaks a rule stops the start with an
+//! error naming the key, and so does a key no setting has (a misspelled
+//! key would otherwise be ignored silently), with the nearest valid one.
+//! A section of another service ([`SERVICE_SECTIONS`]) is left to the
+//! binary that runs it.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+
+use config::{Config, Environment, File, FileFormat};
+
+use crate::error::SettingsError;
+use crate::section::{SERVICE_SECTIONS, Sections};
+use crate::settings::{self, BinaryDefaults, Common, Engine, Settings};
+
+impl<S: Sections> Settings<S> {
+    /// Defaults → `file` → the process environment.
+    pub fn load(defaults: BinaryDefaults, file: Option<&Path>) -> Result<Self, SettingsError> {
+        Self::load_from(defaults, file, None)
+    }
+
+    /// As [`Settings::load`], with `env` standing in for the process
+    /// environment when given (tests cannot safely set real variables).
+    pub fn load_from(
+        defaults: BinaryDefaults,
+        file: Option<&Path>,
+        env: Option<HashMap<String, String>>,
+    ) -> Result<Self, SettingsError> {
+        let engine = match defaults.engine {
+            Engine::Memory => "memory",
+            Engine::Redis => "redis",
+        };
+        let mut builder = Config::builder()
+            .add_source(File::from_str(settings::DEFAULTS, FileFormat::Toml))
+            .add_source(File::from_str(&S::defaults(), FileFormat::Toml))
+            .set_default("http.port", i64::from(defaults.port))?
+            .set_default("bus.engine", engine)?;
+        let known = leaf_keys(builder.build_cloned()?)?;
+        if let Some(file) = file {
+            builder = builder.add_source(File::from(file).format(FileFormat::Toml).required(true));
+        }
+        let env = env.unwrap_or_else(|| std::env::vars().collect());
+        let environment = Environment::with_prefix("ES")
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true)
+            .source(Some(env.clone()));
+        let config = builder.add_source(environment).build()?;
+        let run = S::names();
+        for key in leaf_keys(config.clone())? {
+            let section = key.split('.').next().unwrap_or_default();
+            let elsewhere = SERVICE_SECTIONS.contains(&section) && !run.contains(&section);
+            if !known.contains(&key) && !elsewhere {
+                return Err(unknown(key, &known, &env, file));
+            }
+        }
+        let common: Common = config.clone().try_deserialize()?;
+        common.check()?;
+        let own = S::extract(&config)?;
+        own.check()?;
+        Ok(Settings {
+            http: common.http,
+            log: common.log,
+            bus: common.bus,
+            redis: common.redis,
+            own,
+        })
+    }
+}
+
+/// An environment of exactly these variables, for [`Settings::load_from`]:
+/// how tests configure a service without touching the process's own.
+pub fn environment(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+        .collect()
+}
+
+/// Every leaf of a configuration tree as `section.key`.
+fn leaf_keys(config: Config) -> Result<BTreeSet<String>, SettingsError> {
+    fn walk(prefix: String, value: serde_json::Value, out: &mut BTreeSet<String>) {
+        match value {
+            serde_json::Value::Object(table) => {
+                for (key, value) in table {
+                    walk(format!("{prefix}{key}."), value, out);
+                }
+            }
+            _ => {
+                out.insert(prefix.trim_end_matches('.').to_owned());
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk(String::new(), config.try_deserialize()?, &mut out);
+    Ok(out)
+}
+
+/// The error for a key no setting has: where it came from and the nearest
+/// valid key (by edit distance), else the keys of its section.
+fn unknown(
+    key: String,
+    known: &BTreeSet<String>,
+    env: &HashMap<String, String>,
+    file: Option<&Path>,
+) -> SettingsError {
+    let variable = format!("ES__{}", key.replace('.', "__").to_uppercase());
+    let origin = if env.keys().any(|name| name.eq_ignore_ascii_case(&variable)) {
+        format!("env {variable}")
+    } else {
+        match file {
+            Some(file) => format!("in {}", file.display()),
+            None => "not set by any source".to_owned(),
+        }
+    };
+    let nearest = known
+        .iter()
+        .map(|candidate| (strsim::levenshtein(&key, candidate), candidate))
+        .min();
+    let hint = match nearest {
+        Some((distance, candidate)) if distance <= 3.max(key.len() / 4) => {
+            format!("; did you mean {candidate}?")
+        }
+        _ => {
+            let section = key.split('.').next().unwrap_or_default();
+            let keys: Vec<&str> = known
+                .iter()
+                .filter(|k| k.split('.').next() == Some(section))
+                .map(String::as_str)
+                .collect();
+            if keys.is_empty() {
+                let sections: BTreeSet<&str> =
+                    known.iter().filter_map(|k| k.split('.').next()).collect();
+                format!("; the sections are {}", Vec::from_iter(sections).join(", "))
+            } else {
+                format!("; the keys of [{section}] are {}", keys.join(", "))
+            }
+        }
+    };
+    SettingsError::Unknown { key, origin, hint }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use serde::Deserialize;
+
+    use super::*;
+    use crate::section::{Section, at_least_one};
+    use crate::settings::{FILE_RESERVE, open_file_limit};
+
+    const STANDALONE: BinaryDefaults = BinaryDefaults {
+        name: "event-stream",
+        port: 9990,
+        engine: Engine::Memory,
+    };
+
+    /// A section standing in for a service's own (the real ones live in
+    /// their crates, which this one cannot see): named `publish`, so
+    /// `stream` is another service's section here.
+    #[derive(Debug, Clone, Deserialize)]
+    struct Own {
+        limit_ms: u64,
+        queue_capacity: usize,
+    }
+
+    impl Section for Own {
+        const NAME: &'static str = "publish";
+        const DEFAULTS: &'static str = "limit_ms = 15000\nqueue_capacity = 1024";
+
+        fn check(&self) -> Result<(), SettingsError> {
+            at_least_one(&[("publish.limit_ms", self.limit_ms)])
+        }
+
+        fn queue_capacity(&self) -> Option<usize> {
+            Some(self.queue_capacity)
+        }
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Option<HashMap<String, String>> {
+        Some(environment(pairs))
+    }
+
+    fn load(pairs: &[(&str, &str)]) -> Result<Settings<Own>, SettingsError> {
+        Settings::load_from(STANDALONE, None, env(pairs))
+    }
+
+    #[test]
+    fn defaults_come_from_the_binary_the_built_in_table_and_the_section() {
+        let settings = load(&[]).unwrap();
+        assert_eq!(settings.http.port, 9990);
+        assert_eq!(settings.bus.engine, Engine::Memory);
+        assert_eq!(settings.log.level, "info");
+        assert_eq!(settings.own.limit_ms, 15000);
+    }
+
+    #[test]
+    fn file_overrides_defaults_and_env_overrides_file() {
+        let dir = std::env::temp_dir().join(format!("es-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            "[http]\nport = 7000\nhost = \"127.0.0.1\"\n[publish]\nlimit_ms = 10\n",
+        )
+        .unwrap();
+        let settings: Settings<Own> = Settings::load_from(
+            STANDALONE,
+            Some(&file),
+            env(&[
+                ("ES__HTTP__PORT", "7001"),
+                ("ES__PUBLISH__QUEUE_CAPACITY", "5"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(settings.http.port, 7001, "env beats file");
+        assert_eq!(settings.http.host, "127.0.0.1", "file beats default");
+        assert_eq!(settings.own.limit_ms, 10);
+        assert_eq!(
+            settings.own.queue_capacity, 5,
+            "keys with '_' are not split"
+        );
+    }
+
+    #[test]
+    fn a_section_can_size_the_bus_queues() {
+        let settings = load(&[("ES__PUBLISH__QUEUE_CAPACITY", "5")]).unwrap();
+        assert_eq!(settings.memory_config().queue_capacity, 5);
+        assert_eq!(settings.redis_config().queue_capacity, 5);
+        let common: Settings = Settings::load_from(STANDALONE, None, env(&[])).unwrap();
+        assert_eq!(
+            common.memory_config().queue_capacity,
+            bus::MemoryConfig::default().queue_capacity,
+            "without a section asking, the bus keeps its own"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases = [
+            (("ES__HTTP__PORT", "nope"), "http.port"),
+            (("ES__HTTP__PORT", "70000"), "http.port"),
+            (
+                ("ES__HTTP__REQUEST_TIMEOUT_MS", "0"),
+                "http.request_timeout_ms",
+            ),
+            (("ES__BUS__ENGINE", "kafka"), "bus.engine"),
+            (("ES__LOG__FORMAT", "xml"), "log.format"),
+            (("ES__REDIS__URL", "http://x"), "redis.url"),
+            (("ES__PUBLISH__LIMIT_MS", "0"), "publish.limit_ms"),
+            (("ES__PUBLISH__LIMIT_MS", "soon"), "publish.limit_ms"),
+        ];
+        for ((key, value), named) in cases {
+            let error = load(&[(key, value)]).unwrap_err().to_string();
+            assert!(
+                error.contains(named),
+                "{key}={value}: {error:?} should name {named}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_keys_stop_the_start_naming_the_key_and_the_nearest_valid_one() {
+        let error = load(&[("ES__HTTP__PROT", "1")]).unwrap_err().to_string();
+        assert!(error.contains("http.prot"), "{error}");
+        assert!(error.contains("env ES__HTTP__PROT"), "{error}");
+        assert!(error.contains("did you mean http.port?"), "{error}");
+
+        let error = load(&[("ES__PUBLISH__LIMIT", "1")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("did you mean publish.limit_ms?"),
+            "a section the binary runs is as strict: {error}"
+        );
+
+        let dir = std::env::temp_dir().join(format!("es-unknown-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "[http]\nprot = 5\n[nonsense]\nx = 1\n").unwrap();
+        let error = Settings::<Own>::load_from(STANDALONE, Some(&file), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("unknown key") && error.contains(&file.display().to_string()),
+            "{error}"
+        );
+        assert!(
+            error.contains("nonsense.x") || error.contains("http.prot"),
+            "{error}"
+        );
+
+        let error = load(&[("ES__ZZZ__QQQQQQQQ", "1")]).unwrap_err().to_string();
+        assert!(
+            error.contains("the sections are bus, http, log, publish, redis"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn another_services_section_is_left_to_it_even_when_wrong() {
+        let settings = load(&[
+            ("ES__STREAM__MAX_TOPICS", "999"),
+            ("ES__STREAM__KEEPALIVE_MS", "soon"),
+            ("ES__STREAM__NO_SUCH_KEY", "1"),
+        ]);
+        assert!(settings.is_ok(), "{:?}", settings.err());
+        let dir = std::env::temp_dir().join(format!("es-other-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "[stream]\nmax_topics = 999\n").unwrap();
+        let settings = Settings::<Own>::load_from(STANDALONE, Some(&file), env(&[]));
+        assert!(settings.is_ok(), "{:?}", settings.err());
+
+        let error =
+            Settings::<()>::load_from(STANDALONE, None, env(&[("ES__PUBLISH__LIMIT_MS", "0")]));
+        assert!(error.is_ok(), "a binary not running publish ignores it");
+    }
+
+    #[test]
+    fn a_missing_config_file_is_an_error() {
+        let error = Settings::<Own>::load_from(
+            STANDALONE,
+            Some(Path::new("/nonexistent/es.toml")),
+            env(&[]),
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("es.toml"), "{error}");
+    }
+
+    #[test]
+    fn a_log_level_must_name_a_level() {
+        for good in ["info", "warn,bus=debug", "DEBUG", "off"] {
+            let settings =
+                Settings::<()>::load_from(STANDALONE, None, env(&[("ES__LOG__LEVEL", good)]));
+            assert!(settings.is_ok(), "{good}: {:?}", settings.err());
+        }
+        for bad in ["verbose", "info,bus", "bus=loud"] {
+            let error =
+                Settings::<()>::load_from(STANDALONE, None, env(&[("ES__LOG__LEVEL", bad)]))
+                    .unwrap_err()
+                    .to_string();
+            assert!(error.contains("log.level"), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn max_connections_defaults_to_the_open_file_limit_shared_by_workers() {
+        let settings = Settings::<()>::load_from(STANDALONE, None, env(&[])).unwrap();
+        let limit = open_file_limit().unwrap();
+        let per_worker = settings.http.max_connections_per_worker(4);
+        assert_eq!(per_worker, (limit - FILE_RESERVE) / 4);
+        assert!(
+            per_worker * 4 < limit,
+            "all workers together stay under {limit}"
+        );
+        let set =
+            Settings::<()>::load_from(STANDALONE, None, env(&[("ES__HTTP__MAX_CONNECTIONS", "7")]))
+                .unwrap();
+        assert_eq!(
+            set.http.max_connections_per_worker(4),
+            7,
+            "explicit values are kept"
+        );
+        assert_eq!(settings.http.max_connections_per_address, 1000);
+        assert_eq!(settings.http.request_timeout_ms, 5000);
+    }
+}

@@ -1,0 +1,80 @@
+//! The fan-out service's own metrics, registered into the process's
+//! registry when its part is built.
+
+use std::sync::Arc;
+
+use operations::Metrics;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+
+/// Streams and what they delivered. Cheap to clone: every open stream
+/// holds one, so it is one pointer.
+#[derive(Debug, Clone)]
+pub struct StreamMetrics {
+    inner: Arc<Values>,
+}
+
+#[derive(Debug, Default)]
+struct Values {
+    connections: Gauge,
+    delivered: Counter,
+    replayed: Counter,
+    resets: Counter,
+    slow_disconnects: Counter,
+}
+
+impl StreamMetrics {
+    /// Registers the stream metrics in `metrics` under their `es_` names.
+    pub fn register(metrics: &Metrics) -> Self {
+        let values = Values::default();
+        metrics.register(
+            "stream_connections",
+            "Open SSE streams",
+            values.connections.clone(),
+        );
+        let counters = [
+            (
+                "events_delivered",
+                "Events written to SSE streams (replayed included)",
+                &values.delivered,
+            ),
+            (
+                "events_replayed",
+                "Events sent from history to resuming streams",
+                &values.replayed,
+            ),
+            (
+                "stream_resets",
+                "Reset events sent because history no longer covered a cursor",
+                &values.resets,
+            ),
+            (
+                "slow_client_disconnects",
+                "Streams closed because the client fell a whole queue behind or stopped reading",
+                &values.slow_disconnects,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            metrics.register(name, help, counter.clone());
+        }
+        Self {
+            inner: Arc::new(values),
+        }
+    }
+
+    pub fn connections(&self) -> &Gauge {
+        &self.inner.connections
+    }
+    pub fn delivered(&self) -> &Counter {
+        &self.inner.delivered
+    }
+    pub fn replayed(&self) -> &Counter {
+        &self.inner.replayed
+    }
+    pub fn resets(&self) -> &Counter {
+        &self.inner.resets
+    }
+    pub fn slow_disconnects(&self) -> &Counter {
+        &self.inner.slow_disconnects
+    }
+}
