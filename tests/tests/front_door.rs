@@ -345,3 +345,103 @@ async fn a_gateway_answering_503_does_not_keep_the_front_door_from_the_others() 
     assert_eq!(open_streams(&client, &first).await, Some(1));
     drop(held);
 }
+
+#[tokio::test]
+async fn cors_headers_and_preflights_pass_through_nginx_unchanged() {
+    const APP: &str = "https://app.example";
+    const EVIL: &str = "https://evil.example";
+    let cluster = Cluster::start(1, &[("ES__HTTP__CORS__ALLOWED_ORIGINS", APP)]).await;
+    let nginx = Nginx::start(
+        &[address(&cluster.ingest.url())],
+        &gateway_addresses(&cluster),
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/event-stream", nginx.url());
+    let allow_origin = |response: &reqwest::Response| {
+        let values: Vec<String> = response
+            .headers()
+            .get_all("access-control-allow-origin")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect();
+        assert!(values.len() <= 1, "doubled: {values:?}");
+        values.into_iter().next()
+    };
+
+    let preflight = |origin: &'static str| {
+        client
+            .request(reqwest::Method::OPTIONS, &url)
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "POST")
+            .header("Access-Control-Request-Headers", "content-type")
+            .send()
+    };
+    let allowed = preflight(APP).await.unwrap();
+    assert_eq!(allowed.status(), 200);
+    assert_eq!(allow_origin(&allowed).as_deref(), Some(APP));
+    assert_eq!(
+        allowed.headers()["access-control-allow-methods"],
+        "GET, HEAD, POST"
+    );
+    assert_eq!(allowed.headers()["access-control-max-age"], "600");
+    let refused = preflight(EVIL).await.unwrap();
+    assert_eq!(refused.status(), 400);
+    assert_eq!(allow_origin(&refused), None);
+    assert_eq!(
+        refused.text().await.unwrap(),
+        r#"{"status":"fail","data":"CORS preflight refused: origin not allowed"}"#
+    );
+
+    let publish = |origin: String, message: &'static str| {
+        client
+            .post(&url)
+            .header("Origin", origin)
+            .json(&serde_json::json!({"message": message, "topic": "cors"}))
+            .send()
+    };
+    let allowed = publish(APP.to_owned(), "from the app").await.unwrap();
+    assert_eq!(allowed.status(), 201);
+    assert_eq!(allow_origin(&allowed).as_deref(), Some(APP));
+    assert_eq!(
+        allowed.headers()["access-control-expose-headers"],
+        "x-event-id, retry-after"
+    );
+    let forged = publish(EVIL.to_owned(), "forged").await.unwrap();
+    assert_eq!(forged.status(), 403);
+    assert_eq!(allow_origin(&forged), None);
+    // nginx passes the Host with its port: a page served from the front
+    // door itself is the same origin and publishes without any setting.
+    let same = publish(nginx.url(), "same origin").await.unwrap();
+    assert_eq!(same.status(), 201, "{:?}", same.text().await);
+
+    for (origin, expected) in [(APP, Some(APP)), (EVIL, None)] {
+        let response = client
+            .get(format!("{url}?topic=cors&lastEventId="))
+            .header("Origin", origin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{origin}");
+        assert_eq!(allow_origin(&response).as_deref(), expected, "{origin}");
+        assert_eq!(
+            response.headers().get_all("vary").iter().count(),
+            1,
+            "{origin}"
+        );
+        assert!(
+            response.headers()["vary"]
+                .to_str()
+                .unwrap()
+                .starts_with("Origin"),
+            "{origin}"
+        );
+        // Served either way: a refused origin's page cannot read it, but
+        // the stream itself is the same.
+        let mut stream = sse_reader::SseStream::new(response);
+        assert!(matches!(
+            stream.next_item_timeout(PATIENCE).await.unwrap(),
+            Some(sse_reader::Item::Retry(_))
+        ));
+    }
+}

@@ -9,6 +9,10 @@ pub enum PublishError {
     /// 400, JSend `fail`: the request broke a rule; says which.
     #[error("request validation error: {0}")]
     Invalid(String),
+    /// 403, JSend `fail`: a page on another origin, not allowed by
+    /// `http.cors.allowed_origins`, tried to publish.
+    #[error("origin not allowed")]
+    OriginNotAllowed,
     /// 413, JSend `fail`: the body is over `publish.max_body_bytes`.
     #[error("request body is larger than {0} bytes")]
     TooLarge(usize),
@@ -31,6 +35,7 @@ impl ResponseError for PublishError {
     fn status_code(&self) -> StatusCode {
         match self {
             PublishError::Invalid(_) => StatusCode::BAD_REQUEST,
+            PublishError::OriginNotAllowed => StatusCode::FORBIDDEN,
             PublishError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             PublishError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             PublishError::Bus(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -1,7 +1,9 @@
 //! `POST /event-stream`: its state, its admission and its handler.
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, web};
+use actix_web::http::header::HeaderMap;
+use actix_web::{HttpRequest, HttpResponse, web};
+use service_kit::cors::{Policy, Verdict};
 use shared_types::{JSend, Limits, ValidPublish};
 
 use crate::error::PublishError;
@@ -14,23 +16,40 @@ pub struct IngestState {
     pub bus: bus::Bus,
     pub limits: Limits,
     pub metrics: PublishMetrics,
+    /// `http.cors`: which other origins' pages may publish.
+    pub cors: Policy,
 }
 
 /// Everything that decides whether a publish may go ahead, before the bus
 /// is asked: the one place every refusal of a publish is made.
-pub fn admit(state: &IngestState, body: PublishBody) -> Result<ValidPublish, PublishError> {
-    body.0
+///
+/// The origin comes first, whatever the body: a page on another origin
+/// that `http.cors.allowed_origins` does not allow may not publish. CORS
+/// alone would not stop it: an HTML form posts across sites without a
+/// preflight, and only its answer is hidden from the page. A request
+/// without `Origin` (curl, servers) or from the page's own origin passes.
+pub fn admit(
+    state: &IngestState,
+    headers: &HeaderMap,
+    body: Result<PublishBody, actix_web::Error>,
+) -> Result<ValidPublish, actix_web::Error> {
+    if state.cors.verdict(headers) == Verdict::Refused {
+        return Err(PublishError::OriginNotAllowed.into());
+    }
+    Ok(body?
+        .0
         .validate_into(&state.limits)
-        .map_err(PublishError::Invalid)
+        .map_err(PublishError::Invalid)?)
 }
 
 /// Admits, publishes, and answers 201 with the tutorial's exact body and
 /// the new event's id in a header, only once the bus confirmed it.
 pub async fn publish(
-    body: PublishBody,
+    request: HttpRequest,
+    body: Result<PublishBody, actix_web::Error>,
     state: web::Data<IngestState>,
-) -> Result<HttpResponse, PublishError> {
-    let valid = admit(&state, body)?;
+) -> Result<HttpResponse, actix_web::Error> {
+    let valid = admit(&state, request.headers(), body)?;
     let position = match state
         .bus
         .publish(&valid.topic, &valid.event_type, &valid.message)
@@ -39,7 +58,7 @@ pub async fn publish(
         Ok(position) => position,
         Err(error) => {
             state.metrics.publish_failures().inc();
-            return Err(error.into());
+            return Err(PublishError::from(error).into());
         }
     };
     state.metrics.published().inc();

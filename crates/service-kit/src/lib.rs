@@ -19,10 +19,13 @@
 //!   what they share, bound on one port.
 //! - [`server`]: builds the actix-web app, serves it through the `connection` crate,
 //!   shuts down on a signal within a grace period.
+//! - [`cors`]: cross-origin requests: one decision for actix-cors and the
+//!   fast path, and the same-origin test for publishes.
 
 pub mod args;
 pub mod binary;
 pub mod compose;
+pub mod cors;
 pub mod error;
 pub mod loader;
 pub mod section;

@@ -51,6 +51,9 @@ impl<S: Sections> Settings<S> {
             .prefix_separator("__")
             .separator("__")
             .try_parsing(true)
+            // The one list: `ES__HTTP__CORS__ALLOWED_ORIGINS=https://a,https://b`.
+            .list_separator(",")
+            .with_list_parse_key("http.cors.allowed_origins")
             .source(Some(env.clone()));
         let config = builder.add_source(environment).build()?;
         let run = S::names();
@@ -322,6 +325,134 @@ mod tests {
         let error =
             Settings::<()>::load_from(STANDALONE, None, env(&[("ES__PUBLISH__LIMIT_MS", "0")]));
         assert!(error.is_ok(), "a binary not running publish ignores it");
+    }
+
+    fn origins(pairs: &[(&str, &str)]) -> Vec<String> {
+        let settings = load(pairs).unwrap();
+        settings.http.cors.origins().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn cors_is_off_by_default_and_origins_come_as_a_comma_separated_list() {
+        let settings = load(&[]).unwrap();
+        assert!(settings.http.cors.allowed_origins.is_empty());
+        assert!(!settings.http.cors.allow_credentials);
+        assert_eq!(settings.http.cors.max_age_secs, 600);
+        let key = "ES__HTTP__CORS__ALLOWED_ORIGINS";
+        assert_eq!(
+            origins(&[(key, "https://app.example.com, http://127.0.0.1:8080")]),
+            ["https://app.example.com", "http://127.0.0.1:8080"]
+        );
+        assert_eq!(
+            origins(&[(key, "http://[::1]:9990")]),
+            ["http://[::1]:9990"]
+        );
+        assert_eq!(origins(&[(key, "*")]), ["*"]);
+        assert!(origins(&[(key, "")]).is_empty(), "set to nothing: off");
+        let settings = load(&[
+            ("ES__HTTP__CORS__ALLOW_CREDENTIALS", "true"),
+            ("ES__HTTP__CORS__MAX_AGE_SECS", "60"),
+            (key, "https://a.example"),
+        ])
+        .unwrap();
+        assert!(settings.http.cors.allow_credentials);
+        assert_eq!(settings.http.cors.max_age_secs, 60);
+    }
+
+    #[test]
+    fn cors_origins_come_from_a_file_as_a_toml_list() {
+        let dir = std::env::temp_dir().join(format!("es-cors-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            "[http.cors]\nallowed_origins = [\"https://a.example\", \"https://b.example:8443\"]\n",
+        )
+        .unwrap();
+        let settings = Settings::<Own>::load_from(STANDALONE, Some(&file), env(&[])).unwrap();
+        let origins: Vec<&str> = settings.http.cors.origins().collect();
+        assert_eq!(origins, ["https://a.example", "https://b.example:8443"]);
+    }
+
+    #[test]
+    fn cors_settings_that_cannot_work_stop_the_start_naming_the_key() {
+        let origins = "ES__HTTP__CORS__ALLOWED_ORIGINS";
+        /// The variables set, the key the error must name, and why.
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+        let cases: [Case; 10] = [
+            (
+                &[(origins, "https://a.example/")],
+                "allowed_origins",
+                "trailing slash",
+            ),
+            (
+                &[(origins, "https://a.example/app")],
+                "allowed_origins",
+                "a path",
+            ),
+            (&[(origins, "a.example")], "allowed_origins", "no scheme"),
+            (
+                &[(origins, "https://A.example")],
+                "allowed_origins",
+                "uppercase",
+            ),
+            (
+                &[(origins, "https://a.example:443")],
+                "allowed_origins",
+                "default port",
+            ),
+            (
+                &[(origins, "ftp://a.example")],
+                "allowed_origins",
+                "not http(s)",
+            ),
+            (&[(origins, "null")], "allowed_origins", "the null origin"),
+            (
+                &[(origins, "https://a.example,*")],
+                "allowed_origins",
+                "* and more",
+            ),
+            (
+                &[
+                    (origins, "*"),
+                    ("ES__HTTP__CORS__ALLOW_CREDENTIALS", "true"),
+                ],
+                "http.cors.allow_credentials",
+                "* with credentials",
+            ),
+            (
+                &[("ES__HTTP__CORS__MAX_AGE_SECS", "-1")],
+                "max_age_secs",
+                "a negative max-age",
+            ),
+        ];
+        for (pairs, named, why) in cases {
+            let error = load(pairs).unwrap_err().to_string();
+            assert!(
+                error.contains(named),
+                "{why}: {error:?} should name {named}"
+            );
+        }
+        let error = load(&[(origins, "https://a.example/")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("ES__HTTP__CORS__ALLOWED_ORIGINS")
+                && error.contains(r#"browsers send "https://a.example""#),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_inside_http_cors_are_named() {
+        let error = load(&[("ES__HTTP__CORS__ALLOWED_ORIGIN", "https://a.example")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("unknown key http.cors.allowed_origin ")
+                && error.contains("did you mean http.cors.allowed_origins?"),
+            "{error}"
+        );
     }
 
     #[test]

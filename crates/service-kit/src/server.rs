@@ -2,7 +2,8 @@
 //!
 //! Connections are accepted by the `connection` crate, which serves a
 //! service's stream route itself and hands everything else to the
-//! actix-web app built here (routes, health, request metrics, JSend 404s).
+//! actix-web app built here (routes, health, request metrics, CORS, JSend
+//! 404s).
 //!
 //! [`bind`] returns an [`App`] that is already bound (port 0 allowed), so
 //! tests and binaries start exactly the same code. Shutdown order: readiness
@@ -14,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use actix_service::{IntoServiceFactory as _, ServiceFactoryExt as _, map_config};
 use actix_web::dev::{AppConfig, Server, Service as _};
+use actix_web::http::StatusCode;
+use actix_web::middleware::Condition;
 use actix_web::web;
 use anyhow::Context as _;
 use connection::{AppFactory, StreamRoute};
@@ -22,7 +25,9 @@ use futures_util::FutureExt as _;
 use operations::metrics::RequestLabels;
 use operations::shutdown::{self, Shutdown};
 use operations::{Shared, health};
+use shared_types::jsend;
 
+use crate::cors::{self, Policy, Verdict};
 use crate::settings::HttpSettings;
 
 /// A bound, not yet running service.
@@ -85,7 +90,8 @@ impl App {
 /// Binds `settings.host:settings.port` and prepares the server.
 ///
 /// `configure` mounts the service's routes; this adds `/healthz`,
-/// `/readyz`, `/metrics`, request metrics and JSend 404s. `stream` is
+/// `/readyz`, `/metrics`, request metrics, CORS (`http.cors`) and JSend
+/// 404s. `stream` is
 /// served on the connection itself when a request is a plain `GET` of its
 /// path (see the `connection` crate); `configure` should mount the same
 /// route too: actix serves it for every request the fast path hands over.
@@ -115,9 +121,10 @@ where
     let shutdown = health.shutdown.clone();
     let metrics = health.metrics.clone();
     let address = format!("{}:{}", settings.host, settings.port);
+    let cors = Policy::new(&settings.cors);
     let bound = connection::bind(
         &config,
-        move || boxed_app(health.clone(), configure.clone()),
+        move || boxed_app(health.clone(), configure.clone(), cors.clone()),
         stream,
         metrics,
     )
@@ -137,12 +144,12 @@ const KEEP_ALIVE: Duration = Duration::from_secs(5);
 
 /// [`app`] as the connection layer takes it: actix-http's request and
 /// response types, errors rendered as responses, boxed.
-fn boxed_app<F>(health: Shared, configure: F) -> AppFactory
+fn boxed_app<F>(health: Shared, configure: F, cors: Policy) -> AppFactory
 where
     F: Fn(&mut web::ServiceConfig) + 'static,
 {
     actix_service::boxed::factory(map_config(
-        app(health, configure)
+        app(health, configure, cors)
             .into_factory()
             .map(|response| actix_http::Response::from(response).map_into_boxed_body())
             .map_err(|error: actix_web::Error| actix_http::Response::from(error.error_response())),
@@ -153,10 +160,11 @@ where
 }
 
 /// The actix-web app: the service's routes, the operational ones, request
-/// metrics and JSend 404s.
+/// metrics, CORS and JSend 404s.
 fn app<F>(
     health: Shared,
     configure: F,
+    cors: Policy,
 ) -> actix_web::App<
     impl actix_web::dev::ServiceFactory<
         actix_web::dev::ServiceRequest,
@@ -170,7 +178,31 @@ where
     F: Fn(&mut web::ServiceConfig),
 {
     let metrics = health.metrics.clone();
+    let enabled = cors.is_enabled();
     actix_web::App::new()
+        // Preflights are answered here, before routing; every other answer
+        // gets its headers on the way out.
+        .wrap(Condition::new(enabled, cors.middleware()))
+        .wrap_fn(move |request, service| {
+            // The one log line per refused origin (rate-limited) for
+            // everything actix serves.
+            let verdict = cors.judge(request.headers(), request.method());
+            let preflight = enabled && cors::is_preflight(request.method(), request.headers());
+            service.call(request).map(move |result| {
+                result.map(|response| {
+                    let mut response = if preflight && response.status() == StatusCode::BAD_REQUEST
+                    {
+                        response.into_response(preflight_refusal(verdict))
+                    } else {
+                        response.map_into_boxed_body()
+                    };
+                    if enabled {
+                        cors::tidy(response.headers_mut());
+                    }
+                    response
+                })
+            })
+        })
         .wrap_fn(move |request, service| {
             let started = Instant::now();
             // A fixed set of labels: invented methods share `other`.
@@ -194,4 +226,19 @@ where
         .configure(|cfg| health::configure(cfg, health.clone()))
         .configure(configure)
         .default_service(web::to(health::not_found))
+}
+
+/// A refused preflight as JSend: actix-cors answers 400 with a bare text
+/// body; the browser shows neither and blocks the request, but whoever
+/// reads it with curl learns what was refused.
+fn preflight_refusal(verdict: Verdict) -> actix_web::HttpResponse {
+    let why = match verdict {
+        Verdict::NoOrigin => "a preflight needs an Origin header",
+        Verdict::Allowed => "method or request headers not allowed",
+        Verdict::SameOrigin | Verdict::Refused => "origin not allowed",
+    };
+    jsend::fail(
+        StatusCode::BAD_REQUEST,
+        format!("CORS preflight refused: {why}"),
+    )
 }

@@ -80,6 +80,75 @@ pub struct HttpSettings {
     /// the kernel (TCP_USER_TIMEOUT): a stream client that stopped reading
     /// entirely never polls its stream again, so only the kernel can end it.
     pub send_timeout_ms: u64,
+    /// Which other origins' pages may use the API (see [`crate::cors`]).
+    pub cors: CorsSettings,
+}
+
+/// Cross-origin requests (CORS): which pages on other origins may read
+/// answers and publish. Same-origin pages need none of it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CorsSettings {
+    /// Exact origins as browsers send them (`https://app.example.com`,
+    /// `http://127.0.0.1:8080`), or the single entry `*` for any origin.
+    /// Empty: CORS is off, and a publish from another origin's page is
+    /// refused. Read through [`CorsSettings::origins`].
+    pub allowed_origins: Vec<String>,
+    /// Whether pages may send cookies or HTTP auth along
+    /// (`withCredentials`); needs a list of origins, never `*`.
+    pub allow_credentials: bool,
+    /// How long a browser may reuse a preflight's answer.
+    pub max_age_secs: u64,
+}
+
+impl CorsSettings {
+    /// The allowed origins, trimmed, empty entries dropped (`a, b` and a
+    /// variable set to nothing both work from the environment).
+    pub fn origins(&self) -> impl Iterator<Item = &str> {
+        self.allowed_origins
+            .iter()
+            .map(|origin| origin.trim())
+            .filter(|origin| !origin.is_empty())
+    }
+
+    fn check(&self) -> Result<(), SettingsError> {
+        const KEY: &str = "http.cors.allowed_origins";
+        let origins: Vec<&str> = self.origins().collect();
+        if origins.contains(&"*") {
+            if origins.len() > 1 {
+                return Err(rule(KEY, "\"*\" must be the only entry"));
+            }
+            if self.allow_credentials {
+                return Err(rule(
+                    "http.cors.allow_credentials",
+                    "cannot be true with allowed_origins \"*\": the Fetch standard \
+                     forbids credentials with a wildcard; list the origins instead",
+                ));
+            }
+            return Ok(());
+        }
+        for origin in origins {
+            check_origin(origin).map_err(|why| rule(KEY, why))?;
+        }
+        Ok(())
+    }
+}
+
+/// An origin exactly as a browser sends it in `Origin`: `http` or `https`,
+/// lowercase host, a port only when not the scheme's default, nothing
+/// after. Anything else could never match a request, so it is an error.
+fn check_origin(origin: &str) -> Result<(), String> {
+    let shape = "an origin is scheme://host[:port], no path and no trailing slash";
+    let url = url::Url::parse(origin).map_err(|error| format!("{origin:?}: {error}; {shape}"))?;
+    let canonical = url.origin().ascii_serialization();
+    if !matches!(url.scheme(), "http" | "https") {
+        Err(format!("{origin:?}: only http and https origins"))
+    } else if canonical == origin {
+        Ok(())
+    } else {
+        Err(format!(
+            "{origin:?} is not an origin ({shape}); browsers send {canonical:?}"
+        ))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -156,7 +225,7 @@ impl Common {
         if let Err(why) = check_log_level(&self.log.level) {
             return Err(rule("log.level", why));
         }
-        Ok(())
+        self.http.cors.check()
     }
 }
 
@@ -264,6 +333,11 @@ max_connections = 0
 max_connections_per_address = 1000
 request_timeout_ms = 5000
 send_timeout_ms = 30000
+
+[http.cors]
+allowed_origins = []
+allow_credentials = false
+max_age_secs = 600
 
 [log]
 format = "text"

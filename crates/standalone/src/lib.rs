@@ -17,7 +17,7 @@ pub type Sections = (PublishSettings, StreamSettings);
 pub fn build(settings: &Settings<Sections>, bus: bus::Bus) -> anyhow::Result<App> {
     let shared = Shared::new(bus);
     let (publish_settings, stream_settings) = &settings.own;
-    let publish = ingest::part(publish_settings, &shared);
+    let publish = ingest::part(publish_settings, &settings.http, &shared);
     let (stream, lean) = stream_gateway::part(stream_settings, &settings.http, &shared);
     compose::bind(&settings.http, shared, vec![publish, stream], Some(lean))
 }

@@ -14,6 +14,7 @@ use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError as
 use connection::{RequestHead, StreamEnd, StreamRoute};
 
 use operations::{Shared, Shutdown};
+use service_kit::cors::Policy;
 use service_kit::settings::HttpSettings;
 
 use crate::error::StreamError;
@@ -36,6 +37,9 @@ pub struct GatewayState {
     pub open_streams: Arc<AtomicUsize>,
     pub shutdown: Shutdown,
     pub metrics: StreamMetrics,
+    /// `http.cors`: on the actix path actix-cors applies it; the fast path
+    /// adds the same headers itself ([`LeanSubscribe`]).
+    pub cors: Policy,
 }
 
 impl GatewayState {
@@ -55,6 +59,7 @@ impl GatewayState {
             open_streams: Arc::new(AtomicUsize::new(0)),
             shutdown: shared.shutdown.clone(),
             metrics: StreamMetrics::register(&shared.metrics),
+            cors: Policy::new(&http.cors),
         }
     }
 }
@@ -124,7 +129,9 @@ fn close_delimited_for(version: Version, response: &mut HttpResponse) {
 
 /// The stream route served on the connection itself, without actix-http's
 /// per-connection buffers; the same checks and the same response as
-/// [`subscribe`].
+/// [`subscribe`], CORS headers included (actix-cors adds those there).
+/// A refused origin is served like any client, without CORS headers: the
+/// browser keeps the stream from the page.
 #[derive(Debug, Clone)]
 pub struct LeanSubscribe(pub GatewayState);
 
@@ -139,13 +146,20 @@ impl StreamRoute for LeanSubscribe {
         &self,
         head: &RequestHead,
     ) -> Result<(Response<BoxBody>, EventStream), Response<BoxBody>> {
+        let cors = &self.0.cors;
+        let verdict = cors.judge(&head.headers, &head.method);
         match admit(&self.0, head.uri.query().unwrap_or_default(), &head.headers).await {
             Ok(stream) => {
                 let mut response = response_head(head.version).finish();
                 close_delimited_for(head.version, &mut response);
+                cors.add_headers(&head.headers, verdict, response.headers_mut());
                 Ok((response.into(), stream))
             }
-            Err(error) => Err(error.error_response().into()),
+            Err(error) => {
+                let mut response = error.error_response();
+                cors.add_headers(&head.headers, verdict, response.headers_mut());
+                Err(response.into())
+            }
         }
     }
 

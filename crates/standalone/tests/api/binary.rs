@@ -25,6 +25,11 @@ fn a_bad_configuration_value_stops_the_start_naming_the_key() {
             "did you mean stream.keepalive_ms?",
         ),
         ("ES__LOG__FORMAT", "yaml", "log.format"),
+        (
+            "ES__HTTP__CORS__ALLOWED_ORIGINS",
+            "https://app.example.com/",
+            "http.cors.allowed_origins",
+        ),
     ];
     for (key, value, named) in cases {
         let output = Command::new(env!("CARGO_BIN_EXE_event-stream"))
@@ -135,4 +140,53 @@ async fn sigterm_ends_streams_cleanly_and_exits_within_the_grace_period() {
         "shutdown took {:?}",
         signalled.elapsed()
     );
+}
+
+/// What a browser test needs: the binary started with a page's origin on
+/// another local port allowed, from the environment alone.
+#[tokio::test]
+async fn the_binary_allows_a_second_local_origin_given_in_the_environment() {
+    let port = free_port();
+    let page = format!("http://127.0.0.1:{}", free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_event-stream"))
+        .env("ES__HTTP__HOST", "127.0.0.1")
+        .env("ES__HTTP__PORT", port.to_string())
+        .env("ES__HTTP__CORS__ALLOWED_ORIGINS", &page)
+        .env("ES__LOG__LEVEL", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/event-stream");
+    let deadline = Instant::now() + PATIENCE;
+    let response = loop {
+        match client.get(&url).header("Origin", &page).send().await {
+            Ok(response) => break response,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(error) => panic!("the binary never answered: {error}"),
+        }
+    };
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["access-control-allow-origin"],
+        page.as_str()
+    );
+    drop(response);
+    let preflight = client
+        .request(reqwest::Method::OPTIONS, &url)
+        .header("Origin", &page)
+        .header("Access-Control-Request-Method", "POST")
+        .header("Access-Control-Request-Headers", "content-type")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), 200);
+    assert_eq!(
+        preflight.headers()["access-control-allow-origin"],
+        page.as_str()
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
 }

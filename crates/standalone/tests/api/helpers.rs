@@ -22,6 +22,13 @@ pub struct TestApp {
     pub shutdown: Shutdown,
 }
 
+/// Which of the two paths that serve `GET /event-stream` a request takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GetPath {
+    Fast,
+    Actix,
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(&[]).await
 }
@@ -117,6 +124,19 @@ impl TestApp {
             request = request.header("Last-Event-ID", id);
         }
         request.send().await.unwrap()
+    }
+
+    /// `GET /event-stream?{query}` on one of the two paths that serve it:
+    /// as sent, the connection's own; padded past the fast path's 4 KiB
+    /// head buffer, actix-http's.
+    pub fn get_on(&self, path: GetPath, query: &str) -> reqwest::RequestBuilder {
+        let request = self
+            .client
+            .get(format!("{}/event-stream?{query}", self.address));
+        match path {
+            GetPath::Fast => request,
+            GetPath::Actix => request.header("X-Padding", "p".repeat(5000)),
+        }
     }
 
     pub async fn metric(&self, name: &str) -> f64 {

@@ -3,6 +3,7 @@
 mod admission;
 mod binary;
 mod connection;
+mod cors;
 mod helpers;
 mod publish_and_stream;
 mod resume;
