@@ -67,6 +67,19 @@ async fn assert_nginx_retry(response: reqwest::Response, log: &str) -> u64 {
     }
 }
 
+/// Two gateways of `max_streams` streams each behind one nginx worker, so
+/// every request of a test meets the failure memory the previous ones left
+/// (nginx keeps it per worker).
+async fn two_small_gateways(max_streams: &str) -> (Cluster, Nginx) {
+    let cluster = Cluster::start(2, &[("ES__STREAM__MAX_STREAMS", max_streams)]).await;
+    let nginx = Nginx::start_one_worker(
+        &[address(&cluster.ingest.url())],
+        &gateway_addresses(&cluster),
+    )
+    .await;
+    (cluster, nginx)
+}
+
 fn gateway_addresses(cluster: &Cluster) -> Vec<String> {
     cluster.gateway_urls().iter().map(|u| address(u)).collect()
 }
@@ -226,12 +239,7 @@ async fn with_every_gateway_down_an_event_source_gets_nginxs_retry_and_others_js
 #[tokio::test]
 async fn a_full_gateway_of_two_never_shows_an_event_source_a_refusal() {
     // Each gateway takes two streams; the first is filled straight away.
-    let cluster = Cluster::start(2, &[("ES__STREAM__MAX_STREAMS", "2")]).await;
-    let nginx = Nginx::start_one_worker(
-        &[address(&cluster.ingest.url())],
-        &gateway_addresses(&cluster),
-    )
-    .await;
+    let (cluster, nginx) = two_small_gateways("2").await;
     let client = reqwest::Client::new();
     let [first, second] = [0, 1].map(|i| cluster.gateways[i].url());
     let mut held = Vec::new();
@@ -471,14 +479,8 @@ async fn a_rolling_restart_of_every_gateway_loses_nothing_for_resuming_clients()
 #[tokio::test]
 async fn a_gateway_answering_503_does_not_keep_the_front_door_from_the_others() {
     // Each gateway takes one stream; past that it answers 503 "too many open
-    // streams". One nginx worker, so every request below meets the failure
-    // memory the previous ones left (nginx keeps it per worker).
-    let cluster = Cluster::start(2, &[("ES__STREAM__MAX_STREAMS", "1")]).await;
-    let nginx = Nginx::start_one_worker(
-        &[address(&cluster.ingest.url())],
-        &gateway_addresses(&cluster),
-    )
-    .await;
+    // streams".
+    let (cluster, nginx) = two_small_gateways("1").await;
     let client = reqwest::Client::new();
     let [first, second] = [0, 1].map(|i| cluster.gateways[i].url());
     let mut held = Vec::new();

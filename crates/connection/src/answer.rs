@@ -42,28 +42,17 @@ pub(crate) fn too_many_connections(codec: Codec) -> Bytes {
 /// A route's whole `response`, with `Connection: close`, encoded by `codec`
 /// (the one that parsed the request); empty (the connection just closes)
 /// if its body cannot be read.
-pub(crate) async fn closing(mut codec: Codec, response: Response<BoxBody>) -> Bytes {
+pub(crate) async fn closing(codec: Codec, response: Response<BoxBody>) -> Bytes {
     let (mut head, body) = response.into_parts();
     let Ok(body) = actix_http::body::to_bytes(body).await else {
         return Bytes::new();
     };
     head.head_mut().set_connection_type(ConnectionType::Close);
-    let mut out = BytesMut::new();
-    if codec
-        .encode(
-            Message::Item((head, BodySize::Sized(body.len() as u64))),
-            &mut out,
-        )
-        .is_err()
-    {
-        return Bytes::new();
-    }
-    out.extend_from_slice(&body);
-    out.freeze()
+    whole(codec, head, &body)
 }
 
 fn encode(
-    mut codec: Codec,
+    codec: Codec,
     status: StatusCode,
     headers: &[(actix_http::header::HeaderName, &'static str)],
     body: Bytes,
@@ -78,18 +67,23 @@ fn encode(
     if let Some(connection) = connection {
         response.head_mut().set_connection_type(connection);
     }
+    whole(codec, response, &body)
+}
+
+/// `head` with a length, then `body`, as one write.
+fn whole(mut codec: Codec, head: Response<()>, body: &[u8]) -> Bytes {
     let mut out = BytesMut::new();
-    // Encoding into memory fails only on a broken header, and these are
-    // fixed: an empty answer then just closes the connection.
+    // Encoding into memory fails only on a broken header: an empty answer
+    // then just closes the connection.
     if codec
         .encode(
-            Message::Item((response, BodySize::Sized(body.len() as u64))),
+            Message::Item((head, BodySize::Sized(body.len() as u64))),
             &mut out,
         )
         .is_err()
     {
         return Bytes::new();
     }
-    out.extend_from_slice(&body);
+    out.extend_from_slice(body);
     out.freeze()
 }
