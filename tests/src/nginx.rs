@@ -34,7 +34,17 @@ impl Nginx {
     /// Starts nginx in front of `ingest` and `gateways` (host:port each) and
     /// waits until its own /healthz answers.
     pub async fn start(ingest: &[String], gateways: &[String]) -> Self {
-        Self::launch(ingest, gateways, None).await
+        Self::launch(ingest, gateways, None, None).await
+    }
+
+    /// The same with `limit_conn` at `limit` requests per address instead
+    /// of 1,000, so that a test can reach it.
+    pub async fn start_with_per_address_limit(
+        ingest: &[String],
+        gateways: &[String],
+        limit: usize,
+    ) -> Self {
+        Self::launch(ingest, gateways, None, Some(limit)).await
     }
 
     /// The same with one worker process instead of one per core. nginx keeps
@@ -42,10 +52,15 @@ impl Nginx {
     /// worker, and a new client connection may land on any worker: with one,
     /// every request of a test meets the same memory.
     pub async fn start_one_worker(ingest: &[String], gateways: &[String]) -> Self {
-        Self::launch(ingest, gateways, Some(1)).await
+        Self::launch(ingest, gateways, Some(1), None).await
     }
 
-    async fn launch(ingest: &[String], gateways: &[String], workers: Option<usize>) -> Self {
+    async fn launch(
+        ingest: &[String],
+        gateways: &[String],
+        workers: Option<usize>,
+        per_address: Option<usize>,
+    ) -> Self {
         let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/nginx");
         let port = free_port();
         let prefix = std::env::temp_dir().join(format!("es-nginx-{}-{port}", std::process::id()));
@@ -56,6 +71,14 @@ impl Nginx {
             let auto = "worker_processes auto;";
             assert!(conf.contains(auto), "nginx.conf no longer says {auto:?}");
             conf = conf.replace(auto, &format!("worker_processes {workers};"));
+        }
+        if let Some(limit) = per_address {
+            let default = "limit_conn es_per_address 1000;";
+            assert!(
+                conf.contains(default),
+                "nginx.conf no longer says {default:?}"
+            );
+            conf = conf.replace(default, &format!("limit_conn es_per_address {limit};"));
         }
         std::fs::write(prefix.join("nginx.conf"), conf).expect("writing nginx.conf");
         // As deploy/nginx/listen.conf, on loopback and a free port.

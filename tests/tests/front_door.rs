@@ -25,6 +25,61 @@ async fn front_door(gateways: usize) -> (Cluster, Nginx) {
     (cluster, nginx)
 }
 
+/// `GET /event-stream?{query}` as an EventSource asks for it (`Accept:
+/// text/event-stream`) or as curl does.
+async fn get_stream(
+    client: &reqwest::Client,
+    base: &str,
+    query: &str,
+    event_source: bool,
+) -> reqwest::Response {
+    let mut request = client.get(format!("{base}/event-stream?{query}"));
+    if event_source {
+        request = request.header("Accept", "text/event-stream");
+    }
+    request.send().await.unwrap()
+}
+
+/// What nginx answers an EventSource when no gateway can take its stream:
+/// a whole `200 text/event-stream` body of a `retry:` (3000 to 5700 ms, in
+/// steps of 300: nginx's clock-drawn jitter) and a comment, which the
+/// browser survives. Returns the delay.
+async fn assert_nginx_retry(response: reqwest::Response, log: &str) -> u64 {
+    assert_eq!(response.status(), 200, "nginx log:\n{log}");
+    let header = |name: &str| response.headers()[name].to_str().unwrap().to_owned();
+    assert_eq!(header("content-type"), "text/event-stream");
+    assert_eq!(header("cache-control"), "no-cache");
+    assert!(
+        response.content_length().is_some(),
+        "a whole body, not a stream"
+    );
+    let body = response.text().await.unwrap();
+    match sse_reader::Parser::new().feed(body.as_bytes()).as_slice() {
+        [sse_reader::Item::Retry(ms), sse_reader::Item::Comment(why)] => {
+            assert!((3000..=5700).contains(ms) && ms % 300 == 0, "retry: {ms}");
+            assert_eq!(
+                why,
+                "unavailable: no server can take this stream now, retrying"
+            );
+            *ms
+        }
+        other => panic!("not nginx's retry body: {other:?} from {body:?}"),
+    }
+}
+
+/// Two gateways of `max_streams` streams each behind one nginx worker, so
+/// every request of a test meets the failure memory the previous ones left
+/// (nginx keeps it per worker).
+async fn two_small_gateways(max_streams: &str) -> (Cluster, Nginx) {
+    let cluster = Cluster::start(2, &[("ES__STREAM__MAX_STREAMS", max_streams)]).await;
+    let nginx = Nginx::start_one_worker(
+        &[address(&cluster.ingest.url())],
+        &gateway_addresses(&cluster),
+    )
+    .await;
+    (cluster, nginx)
+}
+
 fn gateway_addresses(cluster: &Cluster) -> Vec<String> {
     cluster.gateway_urls().iter().map(|u| address(u)).collect()
 }
@@ -145,16 +200,163 @@ async fn nginx_answers_its_own_errors_in_jsend() {
 }
 
 #[tokio::test]
-async fn with_every_gateway_down_nginx_answers_jsend_502() {
-    let (mut cluster, nginx) = front_door(1).await;
-    cluster.gateways[0].kill();
-    let response = reqwest::get(format!("{}/event-stream", nginx.url()))
-        .await
-        .unwrap();
+async fn with_every_gateway_down_an_event_source_gets_nginxs_retry_and_others_jsend_502() {
+    let (mut cluster, nginx) = front_door(2).await;
+    for gateway in &mut cluster.gateways {
+        gateway.kill();
+    }
+    let client = reqwest::Client::new();
+    // The jitter comes from the clock's milliseconds: requests in a row
+    // land on another value once the clock passes the next 100 ms.
+    let delays = std::sync::Mutex::new(Vec::new());
+    let varied = wait_until(PATIENCE, || async {
+        let response = get_stream(&client, &nginx.url(), "topic=down", true).await;
+        let delay = assert_nginx_retry(response, &nginx.log()).await;
+        let mut delays = delays.lock().unwrap();
+        delays.push(delay);
+        delays.iter().any(|d| *d != delays[0])
+    })
+    .await;
+    assert!(varied, "one delay only: {:?}", delays.lock().unwrap());
+    let response = get_stream(&client, &nginx.url(), "topic=down", false).await;
     assert_eq!(response.status(), 502);
     assert_eq!(response.headers()["content-type"], "application/json");
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["status"], "error");
+    let head = client
+        .head(format!("{}/event-stream", nginx.url()))
+        .header("Accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        head.status(),
+        200,
+        "HEAD meets the same answer, without its body"
+    );
+}
+
+#[tokio::test]
+async fn a_full_gateway_of_two_never_shows_an_event_source_a_refusal() {
+    // Each gateway takes two streams; the first is filled straight away.
+    let (cluster, nginx) = two_small_gateways("2").await;
+    let client = reqwest::Client::new();
+    let [first, second] = [0, 1].map(|i| cluster.gateways[i].url());
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let stream = get_stream(&client, &first, "topic=full", true).await;
+        assert_eq!(stream.status(), 200);
+        assert_eq!(stream.content_length(), None, "a stream");
+        held.push(stream);
+    }
+    let mut streams = Vec::new();
+    for attempt in 0..2 {
+        let response = get_stream(&client, &nginx.url(), "topic=full", true).await;
+        assert_eq!(response.status(), 200, "attempt {attempt}");
+        assert_eq!(
+            response.content_length(),
+            None,
+            "attempt {attempt}: a refusal reached the client; nginx log:\n{}",
+            nginx.log()
+        );
+        let mut stream = sse_reader::SseStream::new(response);
+        assert_eq!(
+            stream.next_item_timeout(PATIENCE).await.unwrap(),
+            Some(sse_reader::Item::Retry(3000)),
+            "attempt {attempt}"
+        );
+        streams.push(stream);
+    }
+    assert_eq!(open_streams(&client, &second).await, Some(2));
+    // Events flow on the streams the second gateway took.
+    let outcome = publish(&client, &nginx.url(), "full", "served").await;
+    assert!(matches!(outcome, Outcome::Stored(_)), "{outcome:?}");
+    for stream in &mut streams {
+        let event = stream.next_event_timeout(PATIENCE).await.unwrap().unwrap();
+        assert_eq!(event.data, "served");
+    }
+    // Now both are full: the refusal comes from nginx, in the client's form.
+    let response = get_stream(&client, &nginx.url(), "topic=full", true).await;
+    assert_nginx_retry(response, &nginx.log()).await;
+    drop(held);
+}
+
+#[tokio::test]
+async fn a_gateways_4xx_passes_nginx_unchanged_and_405_names_every_method() {
+    let (cluster, nginx) = front_door(1).await;
+    let client = reqwest::Client::new();
+    let gateway = cluster.gateways[0].url();
+    for base in [&gateway, &nginx.url()] {
+        for event_source in [true, false] {
+            let response = get_stream(&client, base, "topic=a%20b", event_source).await;
+            assert_eq!(response.status(), 400, "{base}");
+            assert_eq!(response.headers()["content-type"], "application/json");
+            assert_eq!(
+                response.text().await.unwrap(),
+                r#"{"status":"fail","data":"request validation error: topic may only contain A-Z, a-z, 0-9, '_', '.', ':' and '-'"}"#,
+                "{base}"
+            );
+        }
+    }
+    for (base, allow) in [(&gateway, "GET, HEAD"), (&nginx.url(), "GET, HEAD, POST")] {
+        let response = client
+            .put(format!("{base}/event-stream"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 405, "{base}");
+        let allows: Vec<_> = response.headers().get_all("allow").iter().collect();
+        assert_eq!(allows, [allow], "{base}");
+        assert_eq!(
+            response.text().await.unwrap(),
+            r#"{"status":"fail","data":"method not allowed"}"#
+        );
+    }
+    // HEAD reaches a gateway and gets a stream's head, no body, no stream.
+    let head = client
+        .head(format!("{}/event-stream?topic=h", nginx.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers()["content-type"], "text/event-stream");
+    assert_eq!(head.headers()["cache-control"], "no-cache");
+    assert_eq!(head.headers().get("allow"), None);
+    assert_eq!(open_streams(&client, &gateway).await, Some(0));
+    let bad = client
+        .head(format!("{}/event-stream?topic=a%20b", nginx.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+}
+
+#[tokio::test]
+async fn past_nginxs_per_address_limit_an_event_source_gets_its_retry_and_others_jsend_503() {
+    let cluster = Cluster::start(1, &[]).await;
+    let nginx = Nginx::start_with_per_address_limit(
+        &[address(&cluster.ingest.url())],
+        &gateway_addresses(&cluster),
+        2,
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let stream = get_stream(&client, &nginx.url(), "topic=limit", true).await;
+        assert_eq!(stream.content_length(), None, "a stream");
+        held.push(stream);
+    }
+    let response = get_stream(&client, &nginx.url(), "topic=limit", true).await;
+    assert_nginx_retry(response, &nginx.log()).await;
+    let response = get_stream(&client, &nginx.url(), "topic=limit", false).await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    assert_eq!(
+        response.text().await.unwrap(),
+        r#"{"status":"error","message":"service unavailable, try again"}"#
+    );
+    drop(held);
 }
 
 #[tokio::test]
@@ -277,14 +479,8 @@ async fn a_rolling_restart_of_every_gateway_loses_nothing_for_resuming_clients()
 #[tokio::test]
 async fn a_gateway_answering_503_does_not_keep_the_front_door_from_the_others() {
     // Each gateway takes one stream; past that it answers 503 "too many open
-    // streams". One nginx worker, so every request below meets the failure
-    // memory the previous ones left (nginx keeps it per worker).
-    let cluster = Cluster::start(2, &[("ES__STREAM__MAX_STREAMS", "1")]).await;
-    let nginx = Nginx::start_one_worker(
-        &[address(&cluster.ingest.url())],
-        &gateway_addresses(&cluster),
-    )
-    .await;
+    // streams".
+    let (cluster, nginx) = two_small_gateways("1").await;
     let client = reqwest::Client::new();
     let [first, second] = [0, 1].map(|i| cluster.gateways[i].url());
     let mut held = Vec::new();
@@ -300,24 +496,32 @@ async fn a_gateway_answering_503_does_not_keep_the_front_door_from_the_others() 
         held.push(stream);
     }
 
-    // Both full: nginx tries one, then the other, and passes the last 503 on,
-    // again and again. Counting each 503 as a failure with max_fails=1, the
-    // first request marked one gateway down and the second the other, and
-    // from then on nginx answered its own 502 "no live upstreams".
+    // Both full: nginx tries one, then the other, and answers the last 503
+    // itself (503 JSend; an EventSource would get its retry body), again and
+    // again. Counting each 503 as a failure with max_fails=1, the first
+    // request marked one gateway down and the second the other, and from
+    // then on nginx answered 502 "no live upstreams" without asking either.
     for attempt in 0..3 {
         let refused = client
             .get(format!("{}/event-stream", nginx.url()))
             .send()
             .await
             .unwrap();
-        assert_eq!(refused.status(), 503, "attempt {attempt}");
+        assert_eq!(
+            refused.status(),
+            503,
+            "attempt {attempt}: both gateways asked, not 502; nginx log:\n{}",
+            nginx.log()
+        );
         assert_eq!(refused.headers()["retry-after"], "1");
         let body: serde_json::Value = refused.json().await.unwrap();
-        assert_eq!(
-            body["message"], "too many open streams on this server; retry later",
-            "attempt {attempt}: the gateway's own answer, not nginx's"
-        );
+        assert_eq!(body["message"], "service unavailable, try again");
     }
+    assert!(
+        nginx.log().contains("upstream_status=503, 503"),
+        "each refused request asked both gateways; nginx log:\n{}",
+        nginx.log()
+    );
 
     // The second gateway gets its slot back.
     drop(held.pop());

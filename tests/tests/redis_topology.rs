@@ -285,6 +285,95 @@ async fn services_started_before_redis_are_live_but_not_ready_then_serve_once_it
     assert!(delivered, "the event never reached the subscriber");
 }
 
+/// What a gateway whose bus refuses answers `GET /event-stream?{query}`, on
+/// the fast path or (with a head longer than it reads) actix's, as an
+/// EventSource asks or as curl does: status, content type, length, body.
+async fn stream_answer(
+    client: &reqwest::Client,
+    gateway: &Service,
+    actix: bool,
+    event_source: bool,
+) -> (u16, String, Option<u64>, String) {
+    let mut request = client.get(format!("{}/event-stream?topic=late", gateway.url()));
+    if actix {
+        request = request.header("X-Padding", "p".repeat(5000));
+    }
+    if event_source {
+        request = request.header("Accept", "text/event-stream");
+    }
+    let mut response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let length = response.content_length();
+    let body = if length.is_some() {
+        response.text().await.unwrap()
+    } else {
+        let chunk = tokio::time::timeout(PATIENCE, response.chunk()).await;
+        String::from_utf8_lossy(&chunk.unwrap().unwrap().unwrap_or_default()).into_owned()
+    };
+    (status, content_type, length, body)
+}
+
+/// Redis down while a page opens: the gateway's bus refuses every
+/// subscription. An EventSource must not give up, so it hears a short
+/// stream with `retry:`; once Redis is back the same request is a stream.
+#[tokio::test]
+async fn with_redis_down_a_gateway_tells_an_event_source_to_retry_on_both_paths() {
+    let mut redis = RedisServer::start();
+    redis.kill();
+    let mut cluster = Cluster::launch(redis, 1, &[]);
+    let gateway = &cluster.gateways[0];
+    let client = reqwest::Client::new();
+    let live = wait_until(PATIENCE, || async {
+        status_of(&client, gateway, "/healthz").await == Some(200)
+    })
+    .await;
+    assert!(live, "no 200 from /healthz; log:\n{}", gateway.log());
+    for actix in [false, true] {
+        let (status, content_type, length, body) =
+            stream_answer(&client, gateway, actix, true).await;
+        assert_eq!(
+            (status, content_type.as_str()),
+            (200, "text/event-stream"),
+            "actix {actix}: {body}"
+        );
+        assert!(
+            length.is_some(),
+            "actix {actix}: a whole body, not a stream"
+        );
+        match sse_reader::Parser::new().feed(body.as_bytes()).as_slice() {
+            [sse_reader::Item::Retry(ms), sse_reader::Item::Comment(why)] => {
+                assert!((3000..=6000).contains(ms), "actix {actix}: retry {ms}");
+                assert_eq!(why, "unavailable: the event bus is not reachable, retrying");
+            }
+            other => panic!("actix {actix}: {other:?} from {body:?}"),
+        }
+        let (status, content_type, _, body) = stream_answer(&client, gateway, actix, false).await;
+        assert_eq!(
+            (status, content_type.as_str()),
+            (503, "application/json"),
+            "actix {actix}: {body}"
+        );
+        assert!(body.contains(r#""status":"error""#), "{body}");
+    }
+
+    cluster.redis.restart();
+    cluster.wait_ready().await;
+    for actix in [false, true] {
+        let (status, _, length, body) =
+            stream_answer(&client, &cluster.gateways[0], actix, true).await;
+        assert_eq!(
+            (status, length),
+            (200, None),
+            "actix {actix}: a stream once Redis is back"
+        );
+        assert_eq!(body, "retry: 3000\n\n");
+    }
+}
+
 #[tokio::test]
 async fn a_service_exits_naming_redis_url_when_redis_is_not_ready_within_the_startup_timeout() {
     let mut redis = RedisServer::start();

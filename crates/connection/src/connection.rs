@@ -33,7 +33,9 @@
 //! - an idle connection closes after the keep-alive timeout, and an idle
 //!   or half-read one at once when shutdown begins;
 //! - a client over the per-address limit gets its head read (bounded by
-//!   the deadline and [`MAX_HEAD`]) and a `503`, then the connection closes;
+//!   the deadline and [`MAX_HEAD`]) and a `503` (or, for a stream request,
+//!   the route's [`StreamRoute::over_address_limit`] answer), then the
+//!   connection closes;
 //! - every answered stream request is given to the [`Observer`].
 
 use std::future::{Future, poll_fn};
@@ -101,8 +103,8 @@ pub(crate) async fn serve<R: StreamRoute, O: Observer>(io: TcpStream, worker: Rc
     set_send_timeout(&io, worker.send_timeout);
     let _slot = match (&worker.per_address, io.peer_addr()) {
         (Some(limits), Ok(peer)) => match limits.admit(peer.ip()) {
-            Some(slot) => Some(slot),
-            None => return Box::pin(refuse(&worker, io, first)).await,
+            Ok(slot) => Some(slot),
+            Err(refusals) => return Box::pin(refuse(&worker, io, first, refusals)).await,
         },
         _ => None,
     };
@@ -568,24 +570,41 @@ async fn write_briefly(io: &mut TcpStream, bytes: &[u8]) {
     let _ = tokio::time::timeout(CLOSING_WRITE, io.write_all(bytes)).await;
 }
 
-/// A client over the per-address limit: read its request head (bounded by
-/// the deadline and [`MAX_HEAD`]) so that the answer reaches it, answer it
-/// ([`answer::too_many_connections`]), close.
-async fn refuse<R, O>(worker: &Worker<R, O>, mut io: TcpStream, deadline: Instant) {
+/// A client over the per-address limit, refused `refusals` times in a
+/// row: read its request head (bounded by the deadline and [`MAX_HEAD`]) so
+/// that the answer reaches it, answer it (the stream route's answer for a
+/// stream request, if it has one, else [`answer::too_many_connections`]),
+/// close.
+async fn refuse<R: StreamRoute, O>(
+    worker: &Worker<R, O>,
+    mut io: TcpStream,
+    deadline: Instant,
+    refusals: u32,
+) {
     let mut buf = BytesMut::with_capacity(HEAD_BUFFER);
-    let codec = loop {
+    let (request, codec) = loop {
         let read = tokio::time::timeout_at(deadline, io.read_buf(&mut buf)).await;
         if !matches!(read, Ok(Ok(n)) if n > 0) {
             return close(io).await;
         }
         let mut codec = Codec::new(worker.config.clone());
         match codec.decode(&mut BytesMut::from(&buf[..])) {
-            Ok(Some(_)) => break codec,
+            Ok(Some(Message::Item(request))) => break (Some(request), codec),
             Ok(None) if buf.len() < MAX_HEAD => buf.reserve(HEAD_BUFFER),
-            Ok(None) | Err(_) => break Codec::new(worker.config.clone()),
+            Ok(_) | Err(_) => break (None, Codec::new(worker.config.clone())),
         }
     };
-    write_briefly(&mut io, &answer::too_many_connections(codec)).await;
+    let route_answer = match (&worker.route, &request) {
+        (Some(route), Some(request)) if is_stream_request(request, &codec, route.path()) => {
+            route.over_address_limit(request.head(), refusals)
+        }
+        _ => None,
+    };
+    let response = match route_answer {
+        Some(response) => answer::closing(codec, response).await,
+        None => answer::too_many_connections(codec),
+    };
+    write_briefly(&mut io, &response).await;
     close(io).await;
 }
 

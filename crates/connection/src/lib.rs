@@ -21,7 +21,9 @@
 //!   ([`StreamRoute::ended`]);
 //! - at most [`Config::max_connections`] connections per worker, and at most
 //!   [`Config::max_connections_per_address`] from one client address across
-//!   all workers (IPv6 grouped by /64); past it a client gets a `503`;
+//!   all workers (IPv6 grouped by /64); past it a client gets a `503`, or,
+//!   for a stream request, the route's own answer if it has one
+//!   ([`StreamRoute::over_address_limit`]);
 //! - request metrics get a method label from a fixed set ([`method_label`]).
 //!
 //! # Layout

@@ -4,23 +4,35 @@
 //! else of the per-worker limit and of file descriptors. Addresses are
 //! counted as IPv4 addresses and IPv6 /64 networks (one host usually owns
 //! a whole /64); an entry is removed when its count returns to zero, so
-//! the map only ever holds addresses with open connections.
+//! the map only ever holds addresses with open connections. An entry also
+//! counts its refusals in a row, which a stream route turns into a growing
+//! reconnection delay.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex, PoisonError};
 
+type Counts = Arc<Mutex<HashMap<IpAddr, Count>>>;
+
 /// The shared counters; cheap to clone.
 #[derive(Debug, Clone)]
 pub(crate) struct PerAddress {
     limit: usize,
-    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    counts: Counts,
+}
+
+/// One address's entry.
+#[derive(Debug, Default)]
+struct Count {
+    open: usize,
+    /// Connections refused since the last one admitted.
+    refused: u32,
 }
 
 /// One counted connection; dropping it gives its place back.
 #[derive(Debug)]
 pub(crate) struct Slot {
-    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    counts: Counts,
     key: IpAddr,
 }
 
@@ -33,16 +45,19 @@ impl PerAddress {
         })
     }
 
-    /// Counts a connection from `peer`, or `None` if it has too many.
-    pub(crate) fn admit(&self, peer: IpAddr) -> Option<Slot> {
+    /// Counts a connection from `peer`, or refuses it with the number of
+    /// this address's refusals in a row, this one included.
+    pub(crate) fn admit(&self, peer: IpAddr) -> Result<Slot, u32> {
         let key = group(peer);
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
-        let count = counts.entry(key).or_insert(0);
-        if *count >= self.limit {
-            return None;
+        let count = counts.entry(key).or_default();
+        if count.open >= self.limit {
+            count.refused = count.refused.saturating_add(1);
+            return Err(count.refused);
         }
-        *count += 1;
-        Some(Slot {
+        count.open += 1;
+        count.refused = 0;
+        Ok(Slot {
             counts: self.counts.clone(),
             key,
         })
@@ -53,8 +68,8 @@ impl Drop for Slot {
     fn drop(&mut self) {
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(count) = counts.get_mut(&self.key) {
-            *count -= 1;
-            if *count == 0 {
+            count.open -= 1;
+            if count.open == 0 {
                 counts.remove(&self.key);
             }
         }
@@ -84,17 +99,25 @@ mod tests {
         let a: IpAddr = [10, 0, 0, 1].into();
         let first = limits.admit(a);
         let second = limits.admit(a);
-        assert!(first.is_some() && second.is_some());
-        assert!(limits.admit(a).is_none(), "third is over the limit");
-        assert!(limits.admit([10, 0, 0, 2].into()).is_some_and(|s| {
+        assert!(first.is_ok() && second.is_ok());
+        assert_eq!(limits.admit(a).err(), Some(1), "third is over the limit");
+        assert_eq!(limits.admit(a).err(), Some(2), "refusals in a row count");
+        assert!(limits.admit([10, 0, 0, 2].into()).is_ok_and(|s| {
             drop(s);
             true
         }));
         drop(first);
-        assert!(limits.admit(a).is_some_and(|s| {
+        assert!(limits.admit(a).is_ok_and(|s| {
             drop(s);
             true
         }));
+        let third = limits.admit(a);
+        assert_eq!(
+            limits.admit(a).err(),
+            Some(1),
+            "an admitted connection starts the count again"
+        );
+        drop(third);
         drop(second);
         assert!(
             limits

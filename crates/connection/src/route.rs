@@ -31,6 +31,17 @@ pub trait StreamRoute: Clone + Send + 'static {
         head: &RequestHead,
     ) -> impl Future<Output = Result<(Response<BoxBody>, Self::Body), Response<BoxBody>>>;
 
+    /// The answer to a bodiless `GET` of [`StreamRoute::path`] from an
+    /// address over the per-address limit, instead of the layer's own
+    /// JSend `503`; `None` keeps that one. `refusals` counts this address's
+    /// refusals in a row (1 for the first; kept while it holds connections,
+    /// back to 0 once one is admitted). The body must be whole (not a
+    /// stream); the connection closes after it either way.
+    fn over_address_limit(&self, head: &RequestHead, refusals: u32) -> Option<Response<BoxBody>> {
+        let _ = (head, refusals);
+        None
+    }
+
     /// Called once the fast path is done with a stream, with the body and
     /// how it ended. The default drops the body.
     fn ended(&self, body: Self::Body, end: StreamEnd) {

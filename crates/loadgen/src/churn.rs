@@ -93,7 +93,7 @@ async fn once(url: &Url, source: Option<IpAddr>) -> anyhow::Result<()> {
             anyhow::bail!("closed before the first body bytes");
         }
         if let Some(head) = http::parse_head(&buf)? {
-            anyhow::ensure!(head.status == 200, "status {}", head.status);
+            head.ensure_stream()?;
             if buf.len() > head.len {
                 return Ok(());
             }

@@ -125,6 +125,22 @@ pub struct Head {
     pub close: bool,
 }
 
+impl Head {
+    /// Fails unless this is the head of an SSE stream: a `200` whose body
+    /// is chunked or runs until close. A gateway refuses a stream for a
+    /// passing reason (full, stopping, bus down) to a client that accepts
+    /// `text/event-stream`, as this tool does, with a `200` and a whole
+    /// body (`retry:` and a comment): counted as a refusal, not a stream.
+    pub fn ensure_stream(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.status == 200, "status {}", self.status);
+        anyhow::ensure!(
+            !matches!(self.framing, Framing::Length(_)),
+            "refused with an SSE retry"
+        );
+        Ok(())
+    }
+}
+
 /// Parses a response head at the start of `buf`; `None` until it is
 /// complete.
 pub fn parse_head(buf: &[u8]) -> anyhow::Result<Option<Head>> {
@@ -452,6 +468,21 @@ mod tests {
             .unwrap();
         assert_eq!(head.framing, Framing::Length(12));
         assert!(parse_head(b"HTTP/1.1 200 OK\r\n").unwrap().is_none());
+    }
+
+    #[test]
+    fn only_a_200_without_a_length_is_a_stream() {
+        let head = |text: &str| parse_head(text.as_bytes()).unwrap().unwrap();
+        let chunked = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert!(chunked.ensure_stream().is_ok());
+        assert!(head("HTTP/1.0 200 OK\r\n\r\n").ensure_stream().is_ok());
+        let retry = head("HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n");
+        assert_eq!(
+            retry.ensure_stream().unwrap_err().to_string(),
+            "refused with an SSE retry"
+        );
+        let full = head("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 9\r\n\r\n");
+        assert_eq!(full.ensure_stream().unwrap_err().to_string(), "status 503");
     }
 
     #[test]

@@ -187,9 +187,7 @@ async fn open(
     let mut buf = Vec::with_capacity(1024);
     loop {
         if let Some(head) = http::parse_head(&buf)? {
-            if head.status != 200 {
-                bail!("status {}", head.status);
-            }
+            head.ensure_stream()?;
             return Ok(stream);
         }
         if buf.len() >= HEAD_LIMIT {

@@ -353,7 +353,7 @@ fn consume(
             anyhow::ensure!(reader.head.len() < 64 * 1024, "response head too large");
             return Ok(true);
         };
-        anyhow::ensure!(head.status == 200, "status {}", head.status);
+        head.ensure_stream()?;
         reader.framing = Some(head.framing);
         if let Framing::Length(n) = head.framing {
             reader.remaining = n;

@@ -4,7 +4,7 @@
 //! part, a gateway the stream part, the standalone binary both. [`bind`]
 //! mounts them on one actix-web app with the operational routes, answers
 //! 405 on the event-stream path with an `Allow` naming exactly the methods
-//! its parts serve, serves the stream part's route on the connection itself,
+//! its parts serve (`HEAD` with `GET`), serves the stream part's route on the connection itself,
 //! and binds the port.
 
 use std::sync::Arc;
@@ -54,9 +54,12 @@ impl Part {
 }
 
 /// The `Allow` value for a path served by `parts`: their methods, sorted,
-/// once each.
+/// once each, with `HEAD` wherever `GET` is (a stream part serves both).
 fn allow(parts: &[Part]) -> String {
     let mut methods: Vec<&str> = parts.iter().map(|part| part.method).collect();
+    if methods.contains(&"GET") {
+        methods.push("HEAD");
+    }
     methods.sort_unstable();
     methods.dedup();
     methods.join(", ")
@@ -95,7 +98,7 @@ mod tests {
     fn allow_names_each_method_of_the_parts_once_in_order() {
         let part = |method| Part::new(method, |_| {});
         assert_eq!(allow(&[part("POST")]), "POST");
-        assert_eq!(allow(&[part("POST"), part("GET")]), "GET, POST");
-        assert_eq!(allow(&[part("GET"), part("GET")]), "GET");
+        assert_eq!(allow(&[part("POST"), part("GET")]), "GET, HEAD, POST");
+        assert_eq!(allow(&[part("GET"), part("GET")]), "GET, HEAD");
     }
 }

@@ -14,6 +14,13 @@ pub const DEFAULT_EVENT_TYPE: &str = "message";
 pub const MAX_TOPIC_LEN: usize = 128;
 /// Longest event type, in bytes (the character set is ASCII).
 pub const MAX_EVENT_TYPE_LEN: usize = 64;
+/// Event types a publisher may not use, in any case. Browsers hand `error`
+/// and `open` to an EventSource's `onerror` and `onopen`, and `reset` is the
+/// server's own "you may have missed events" (the only type a gateway writes
+/// besides the publishers'). Refused whatever their case: browsers match
+/// types exactly, but other clients do not all do so, and `Reset` next to
+/// the server's `reset` would mislead a reader of the stream anyway.
+pub const RESERVED_EVENT_TYPES: [&str; 3] = ["error", "open", "reset"];
 
 /// Limits that come from configuration rather than from the contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,7 +172,22 @@ pub fn check_topic(topic: &str) -> Result<(), ValidationError> {
 }
 
 fn check_event_type(event: &str) -> Result<(), ValidationError> {
-    check_name(event, MAX_EVENT_TYPE_LEN)
+    check_name(event, MAX_EVENT_TYPE_LEN)?;
+    if RESERVED_EVENT_TYPES
+        .iter()
+        .any(|reserved| event.eq_ignore_ascii_case(reserved))
+    {
+        // Echoing the value is safe here: it passed the character set and
+        // the length above.
+        return Err(rule(
+            "reserved",
+            format!(
+                "\"{event}\" is reserved (reserved: {})",
+                RESERVED_EVENT_TYPES.join(", ")
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The reason a topic name is refused, as a sentence fragment.
@@ -247,6 +269,27 @@ mod tests {
                 .starts_with("invalid type: integer `7`, expected a string"),
             "{number}"
         );
+    }
+
+    #[test]
+    fn reserved_event_types_are_refused_in_any_case_and_message_is_not() {
+        for event in ["error", "open", "reset", "Error", "OPEN", "rEsEt"] {
+            let err = request(Some("hi"), None, Some(event))
+                .validate_into(&Limits::default())
+                .unwrap_err();
+            assert_eq!(
+                err,
+                format!("event \"{event}\" is reserved (reserved: error, open, reset)")
+            );
+        }
+        for event in ["message", "errors", "opened", "reset-done", "x.error"] {
+            assert!(
+                request(Some("hi"), None, Some(event))
+                    .validate_into(&Limits::default())
+                    .is_ok(),
+                "{event}"
+            );
+        }
     }
 
     #[test]

@@ -11,13 +11,29 @@ use crate::error::StreamError;
 pub struct SubscribeRequest {
     /// Sorted and without duplicates: the order of positions in the cursor.
     pub topics: Vec<String>,
-    /// Where to resume, if the client said.
-    pub cursor: Option<Cursor>,
+    /// Where the stream starts.
+    pub resume: Resume,
+}
+
+/// Where a stream starts, from the client's last event id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resume {
+    /// No id (or an empty one, what EventSource sends before it saw any):
+    /// at each topic's head.
+    Head,
+    /// After this cursor: history first, then live.
+    After(Cursor),
+    /// An id this server cannot read (malformed, foreign, too long, for
+    /// another number of topics, or a header that is not visible ASCII):
+    /// at each topic's head, after a `reset` per topic saying so. Not a
+    /// 400: an EventSource gives up for good on any non-200 answer, and a
+    /// stale id would then lock its page out until reloaded.
+    Invalid,
 }
 
 /// Reads `topic` (repeatable), `lastEventId` / `last_event_id` from the
 /// query string and the `Last-Event-ID` header, which wins because browsers
-/// send it on reconnect.
+/// send it on reconnect. Only the topics can make it fail.
 pub fn parse(
     query: &str,
     headers: &HeaderMap,
@@ -49,24 +65,37 @@ pub fn parse(
             "at most {max_topics} topics per subscription"
         )));
     }
-    let header_id = match headers.get("last-event-id") {
-        Some(value) => Some(
-            value
-                .to_str()
-                .map_err(|_| StreamError::Invalid("Last-Event-ID is not visible ASCII".to_owned()))?
-                .to_owned(),
-        ),
+    // `None`: a header that is not visible ASCII, which no id of ours is.
+    let header_id = headers
+        .get("last-event-id")
+        .map(|value| value.to_str().ok().map(str::to_owned));
+    let id = match header_id {
+        Some(None) => {
+            tracing::debug!("Last-Event-ID is not visible ASCII; starting at the head");
+            return Ok(SubscribeRequest {
+                topics,
+                resume: Resume::Invalid,
+            });
+        }
+        Some(Some(id)) => Some(id),
         None => None,
     };
     // An empty id is what EventSource sends before it saw any: a fresh start.
-    let cursor = [header_id, query_id, query_id_snake]
+    let id = [id, query_id, query_id_snake]
         .into_iter()
         .flatten()
-        .find(|id| !id.is_empty())
-        .map(|id| Cursor::parse(id.trim(), topics.len()))
-        .transpose()
-        .map_err(|error| StreamError::Invalid(error.to_string()))?;
-    Ok(SubscribeRequest { topics, cursor })
+        .find(|id| !id.is_empty());
+    // `Cursor::parse` refuses anything longer than a cursor can be before
+    // looking further, so a huge id costs no more than a short one.
+    let resume = match id.map(|id| Cursor::parse(id.trim(), topics.len())) {
+        None => Resume::Head,
+        Some(Ok(cursor)) => Resume::After(cursor),
+        Some(Err(error)) => {
+            tracing::debug!(%error, "unreadable last event id; starting at the head");
+            Resume::Invalid
+        }
+    };
+    Ok(SubscribeRequest { topics, resume })
 }
 
 #[cfg(test)]
@@ -74,6 +103,7 @@ pub fn parse(
 mod tests {
     use super::*;
     use actix_web::test::TestRequest;
+    use shared_types::cursor::MAX_CURSOR_LEN;
 
     fn parse_uri(uri: &str, header: Option<&str>) -> Result<SubscribeRequest, StreamError> {
         let mut request = TestRequest::get().uri(uri);
@@ -97,27 +127,55 @@ mod tests {
 
     #[test]
     fn header_wins_over_query_and_query_forms_are_accepted() {
-        let r = parse_uri("/e?lastEventId=a-1", Some("b-2")).unwrap();
-        assert_eq!(r.cursor.unwrap().to_string(), "b-2");
+        let after = |uri, header| match parse_uri(uri, header).unwrap().resume {
+            Resume::After(cursor) => cursor.to_string(),
+            other => panic!("{uri}: {other:?}"),
+        };
+        assert_eq!(after("/e?lastEventId=a-1", Some("b-2")), "b-2");
+        assert_eq!(after("/e?last_event_id=c-3", None), "c-3");
         assert_eq!(
-            parse_uri("/e?last_event_id=c-3", None)
-                .unwrap()
-                .cursor
-                .unwrap()
-                .to_string(),
-            "c-3"
+            parse_uri("/e?lastEventId=", None).unwrap().resume,
+            Resume::Head
         );
-        assert_eq!(parse_uri("/e?lastEventId=", None).unwrap().cursor, None);
     }
 
     #[test]
-    fn bad_topics_and_cursors_are_refused() {
+    fn unreadable_ids_start_at_the_head_with_a_reset() {
+        let long = format!("/e?lastEventId={}", "1".repeat(MAX_CURSOR_LEN + 1));
+        for (uri, header) in [
+            ("/e?lastEventId=zz", None),
+            ("/e?topic=a&topic=b&lastEventId=a-1", None),
+            ("/e?lastEventId=a-1", Some("not an id")),
+            (long.as_str(), None),
+        ] {
+            assert_eq!(
+                parse_uri(uri, header).unwrap().resume,
+                Resume::Invalid,
+                "{uri} {header:?}"
+            );
+        }
+        let request = TestRequest::get()
+            .uri("/e?lastEventId=a-1")
+            .insert_header((
+                "Last-Event-ID",
+                actix_web::http::header::HeaderValue::from_bytes(b"\xff-1").unwrap(),
+            ))
+            .to_http_request();
+        assert_eq!(
+            parse(request.query_string(), request.headers(), 4)
+                .unwrap()
+                .resume,
+            Resume::Invalid,
+            "a header that is not visible ASCII wins over a good query id"
+        );
+    }
+
+    #[test]
+    fn bad_topics_are_refused() {
         for uri in [
             "/e?topic=a%20b",
             "/e?topic=",
             "/e?topic=a&topic=b&topic=c&topic=d&topic=e",
-            "/e?lastEventId=zz",
-            "/e?topic=a&topic=b&lastEventId=a-1",
         ] {
             assert!(
                 matches!(parse_uri(uri, None), Err(StreamError::Invalid(_))),

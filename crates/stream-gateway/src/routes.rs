@@ -1,6 +1,8 @@
 //! `GET /event-stream`, on both paths that serve it: actix-web's router and
 //! the connection-level fast path (see the `connection` crate). Both go
-//! through [`admit`], the one place a stream is admitted or refused.
+//! through [`admit`], the one place a stream is admitted or refused, and
+//! answer a refusal with [`StreamError::answer`]. `HEAD` (actix's path
+//! only) checks the request as `GET` does and answers the stream's head.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
@@ -11,13 +13,14 @@ use actix_web::dev::Response;
 use actix_web::http::Version;
 use actix_web::http::header::{CacheControl, CacheDirective, HeaderMap};
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError as _, web};
+use bytes::Bytes;
 use connection::{RequestHead, StreamEnd, StreamRoute};
 
 use operations::{Shared, Shutdown};
 use service_kit::cors::Policy;
 use service_kit::settings::HttpSettings;
 
-use crate::error::StreamError;
+use crate::error::{Form, StreamError, retry_after_refusals, sse_refusal};
 use crate::metrics::StreamMetrics;
 use crate::request;
 use crate::settings::StreamSettings;
@@ -66,14 +69,28 @@ impl GatewayState {
 
 /// Opens an SSE stream. Headers and the `retry:` hint go out at once, before
 /// any event, so EventSource clients leave CONNECTING immediately.
-pub async fn subscribe(
-    req: HttpRequest,
-    state: web::Data<GatewayState>,
-) -> Result<HttpResponse, StreamError> {
-    let stream = admit(state.get_ref(), req.query_string(), req.headers()).await?;
-    let mut response = response_head(req.version()).streaming(stream);
-    close_delimited_for(req.version(), &mut response);
-    Ok(response)
+pub async fn subscribe(req: HttpRequest, state: web::Data<GatewayState>) -> HttpResponse {
+    match admit(state.get_ref(), req.query_string(), req.headers()).await {
+        Ok(stream) => {
+            let mut response = response_head(req.version()).streaming(stream);
+            close_delimited_for(req.version(), &mut response);
+            response
+        }
+        Err(error) => error.answer(req.headers(), req.version(), state.stream.retry),
+    }
+}
+
+/// `HEAD`: the request is checked as for `GET` (a bad topic is a 400), then
+/// answered with a stream's status and headers, without subscribing.
+pub async fn head(req: HttpRequest, state: web::Data<GatewayState>) -> HttpResponse {
+    match request::parse(req.query_string(), req.headers(), state.max_topics) {
+        // An empty streamed body: the head says what a `GET` would
+        // (chunked), and actix writes no body for `HEAD`.
+        Ok(_) => response_head(req.version()).streaming(futures_util::stream::empty::<
+            Result<Bytes, std::convert::Infallible>,
+        >()),
+        Err(error) => error.error_response(),
+    }
 }
 
 /// Everything a stream request does before its first byte, on both paths:
@@ -93,7 +110,7 @@ pub async fn admit(
     Ok(EventStream::open(
         state.bus.clone(),
         &request.topics,
-        request.cursor,
+        request.resume,
         state.stream.clone(),
         state.shutdown.clone(),
         state.metrics.clone(),
@@ -103,7 +120,7 @@ pub async fn admit(
 }
 
 /// The status and headers of a stream's response to a `version` request.
-fn response_head(version: Version) -> HttpResponseBuilder {
+pub(crate) fn response_head(version: Version) -> HttpResponseBuilder {
     let mut response = HttpResponse::Ok();
     response
         .content_type("text/event-stream")
@@ -156,11 +173,31 @@ impl StreamRoute for LeanSubscribe {
                 Ok((response.into(), stream))
             }
             Err(error) => {
-                let mut response = error.error_response();
+                let mut response = error.answer(&head.headers, head.version, self.0.stream.retry);
                 cors.add_headers(&head.headers, verdict, response.headers_mut());
                 Err(response.into())
             }
         }
+    }
+
+    /// The per-address cap is transient too: an EventSource gets the SSE
+    /// form, with a delay that grows with the address's refusals in a row
+    /// (the connection layer counts them while the address holds
+    /// connections).
+    /// It carries the CORS headers of any other answer: a page on another
+    /// origin must be able to read it to retry.
+    fn over_address_limit(&self, head: &RequestHead, refusals: u32) -> Option<Response<BoxBody>> {
+        (Form::for_request(&head.headers) == Form::Sse).then(|| {
+            let mut response = sse_refusal(
+                head.version,
+                retry_after_refusals(self.0.stream.retry, refusals),
+                "too many connections from this address",
+            );
+            let cors = &self.0.cors;
+            let verdict = cors.judge(&head.headers, &head.method);
+            cors.add_headers(&head.headers, verdict, response.headers_mut());
+            response.into()
+        })
     }
 
     /// A stream whose writes timed out had a client that stopped reading:
@@ -168,6 +205,113 @@ impl StreamRoute for LeanSubscribe {
     fn ended(&self, mut body: EventStream, end: StreamEnd) {
         if end == StreamEnd::WriteTimedOut {
             body.client_stopped_reading();
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use actix_web::http::header::{ACCEPT, CONTENT_TYPE};
+    use actix_web::test::{self, TestRequest};
+
+    fn state() -> GatewayState {
+        GatewayState {
+            bus: bus::Bus::memory(bus::MemoryConfig::default()),
+            stream: StreamConfig {
+                keepalive: Duration::from_secs(15),
+                retry: Duration::from_millis(3000),
+                shutdown_spread: Duration::ZERO,
+            },
+            max_topics: 16,
+            max_streams: 10,
+            open_streams: Arc::new(AtomicUsize::new(0)),
+            shutdown: Shutdown::new(),
+            metrics: StreamMetrics::register(&operations::Metrics::new()),
+            cors: Policy::new(&service_kit::settings::CorsSettings {
+                allowed_origins: Vec::new(),
+                allow_credentials: false,
+                max_age_secs: 600,
+            }),
+        }
+    }
+
+    /// The body of a whole answer, and its status and content type.
+    async fn parts(response: Response<BoxBody>) -> (u16, String, String) {
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let body = actix_web::body::to_bytes(response.into_body())
+            .await
+            .unwrap();
+        (
+            status,
+            content_type,
+            String::from_utf8(body.to_vec()).unwrap(),
+        )
+    }
+
+    /// From outside, a draining process is hard to meet: the server stops
+    /// accepting, and closes connections without a whole head, as soon as
+    /// shutdown begins. The refusal itself is checked here, on both entry
+    /// points, over a process that is draining but still serving.
+    #[actix_web::test]
+    async fn a_draining_gateway_answers_each_client_in_its_form_on_both_paths() {
+        let state = state();
+        state.shutdown.begin();
+        let app = test::init_service(
+            actix_web::App::new()
+                .app_data(web::Data::new(state.clone()))
+                .route(PATH, web::get().to(subscribe)),
+        )
+        .await;
+        let lean = LeanSubscribe(state);
+        for (accept, status, content_type) in [
+            (Some("text/event-stream"), 200, "text/event-stream"),
+            (None, 503, "application/json"),
+        ] {
+            let mut request = TestRequest::get().uri("/event-stream?topic=a");
+            if let Some(accept) = accept {
+                request = request.insert_header((ACCEPT, accept));
+            }
+            let request = request.to_request();
+            let fast = match lean.open(request.head()).await {
+                Err(refusal) => parts(refusal).await,
+                Ok(_) => panic!("a draining gateway opened a stream"),
+            };
+            let actix = parts(
+                test::call_service(&app, request)
+                    .await
+                    .map_into_boxed_body()
+                    .into(),
+            )
+            .await;
+            for (path, (got_status, got_type, body)) in [("fast", fast), ("actix", actix)] {
+                assert_eq!(got_status, status, "{path} {accept:?}: {body}");
+                assert_eq!(got_type, content_type, "{path} {accept:?}");
+                if status == 200 {
+                    let (retry, rest) = body
+                        .strip_prefix("retry: ")
+                        .and_then(|b| b.split_once('\n'))
+                        .unwrap();
+                    assert!(
+                        (3000..=6000).contains(&retry.parse::<u64>().unwrap()),
+                        "{body}"
+                    );
+                    assert_eq!(
+                        rest,
+                        ": unavailable: this server is restarting, retrying\n\n"
+                    );
+                } else {
+                    assert_eq!(body, r#"{"status":"error","message":"shutting down"}"#);
+                }
+            }
         }
     }
 }

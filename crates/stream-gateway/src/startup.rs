@@ -9,9 +9,9 @@ use service_kit::{App, Part, Settings};
 use crate::routes::{self, GatewayState, LeanSubscribe};
 use crate::settings::StreamSettings;
 
-/// The stream part: `GET /event-stream` over `shared`'s bus (only GET: the
+/// The stream part: `GET` and `HEAD /event-stream` over `shared`'s bus (the
 /// standalone binary mounts the ingest's POST on the same path), and the
-/// same route for the connection layer to serve on the socket itself; its
+/// same `GET` route for the connection layer to serve on the socket itself; its
 /// metrics are registered in `shared`'s registry.
 pub fn part(
     settings: &StreamSettings,
@@ -23,9 +23,10 @@ pub fn part(
     let part = Part::new("GET", move |cfg| {
         cfg.service(
             web::resource(routes::PATH)
-                .guard(guard::Get())
+                .guard(guard::Any(guard::Get()).or(guard::Head()))
                 .app_data(web::Data::new(state.clone()))
-                .route(web::get().to(routes::subscribe)),
+                .route(web::get().to(routes::subscribe))
+                .route(web::head().to(routes::head)),
         );
     });
     (part, lean)

@@ -1,7 +1,9 @@
 //! One client's SSE body.
 //!
 //! Order of work for a new stream: `retry:`, then per topic any `reset`
-//! and the replayed history, then the live feed. History is read one slice
+//! and the replayed history, then the live feed. A client whose last event
+//! id cannot be read starts at each topic's head, after one `reset` per
+//! topic (`cursor-invalid`) whose id is that head: resuming from it is exact. History is read one slice
 //! at a time (at most [`MAX_BATCH`] events or about [`MAX_BATCH_BYTES`]),
 //! and the next slice only once the last one is written: a resuming client
 //! that reads slowly, or not at all, holds one slice, not its whole replay. Each topic keeps the
@@ -38,6 +40,8 @@ use operations::Shutdown;
 use crate::metrics::StreamMetrics;
 use shared_types::event::encode_body;
 use shared_types::{Cursor, Event, Position, Sequence, sse_comment, sse_retry};
+
+use crate::request::Resume;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
@@ -151,13 +155,13 @@ enum Accepted {
 }
 
 impl EventStream {
-    /// Subscribes to `topics`; a client with a `cursor` is then replayed
-    /// from it as the body is written, a fresh client starts at each
-    /// topic's head.
+    /// Subscribes to `topics`; a client resuming after a cursor is then
+    /// replayed from it as the body is written, any other starts at each
+    /// topic's head (one whose cursor was unreadable is told so first).
     pub async fn open(
         bus: Bus,
         topics: &[String],
-        cursor: Option<Cursor>,
+        resume: Resume,
         config: StreamConfig,
         shutdown: Shutdown,
         metrics: StreamMetrics,
@@ -165,10 +169,10 @@ impl EventStream {
     ) -> Result<Self, bus::Error> {
         // Only a resuming client needs history; a fresh one starts where
         // its subscription does, which the bus reports with it.
-        let resuming = cursor.is_some();
-        let positions: Vec<Option<Position>> = match cursor {
-            Some(cursor) => cursor.0.into_iter().map(Some).collect(),
-            None => vec![None; topics.len()],
+        let invalid = resume == Resume::Invalid;
+        let (resuming, positions): (bool, Vec<Option<Position>>) = match resume {
+            Resume::After(cursor) => (true, cursor.0.into_iter().map(Some).collect()),
+            Resume::Head | Resume::Invalid => (false, vec![None; topics.len()]),
         };
         let mut feeds = Vec::with_capacity(topics.len());
         for (topic, position) in topics.iter().zip(positions) {
@@ -203,8 +207,29 @@ impl EventStream {
             unreported: 0,
         };
         stream.push(sse_retry(stream.config.retry.as_millis() as u64));
+        if invalid {
+            // Every position is known now: each reset names the whole head.
+            for index in 0..stream.feeds.len() {
+                stream.push_reset(index, "cursor-invalid");
+            }
+        }
         stream.metrics.connections().inc();
         Ok(stream)
+    }
+
+    /// A `reset` for topic `index`, with the stream's current cursor as its
+    /// id: the client resumes from there.
+    fn push_reset(&mut self, index: usize, reason: &str) {
+        let data = serde_json::json!({
+            "topic": &*self.feeds[index].topic,
+            "reason": reason,
+        })
+        .to_string();
+        let mut frame = BytesMut::new();
+        frame.put_slice(format!("id: {}\n", self.cursor()).as_bytes());
+        encode_body(&mut frame, "reset", &data);
+        self.push(frame.freeze());
+        self.metrics.resets().inc();
     }
 
     fn push(&mut self, frame: Bytes) {
@@ -301,16 +326,7 @@ impl EventStream {
         self.feeds[index].catching_up = replay.more;
         if let Some(reason) = replay.reset {
             self.feeds[index].position = replay.start;
-            let data = serde_json::json!({
-                "topic": &*self.feeds[index].topic,
-                "reason": reason.as_str(),
-            })
-            .to_string();
-            let mut frame = BytesMut::new();
-            frame.put_slice(format!("id: {}\n", self.cursor()).as_bytes());
-            encode_body(&mut frame, "reset", &data);
-            self.push(frame.freeze());
-            self.metrics.resets().inc();
+            self.push_reset(index, reason.as_str());
         }
         let mut replayed = 0;
         for event in replay.events {
@@ -480,7 +496,7 @@ mod tests {
         let mut stream = EventStream::open(
             bus,
             &topics,
-            Some(cursor),
+            Resume::After(cursor),
             config,
             Shutdown::new(),
             StreamMetrics::register(&operations::Metrics::new()),

@@ -151,6 +151,16 @@ async fn json_bodies_that_break_a_field_rule_get_400_naming_the_rule() {
             event_length,
             "an empty event type",
         ),
+        (
+            json!({"message": "hi", "event": "error"}),
+            r#"event "error" is reserved (reserved: error, open, reset)"#,
+            "an event type browsers hand to onerror",
+        ),
+        (
+            json!({"message": "hi", "event": "Reset"}),
+            r#"event "Reset" is reserved (reserved: error, open, reset)"#,
+            "the server's own event type, in another case",
+        ),
     ];
     for (body, rule, why) in cases {
         let response = app.post_json(&body).await;

@@ -203,23 +203,103 @@ async fn invented_methods_share_one_metric_label() {
     assert_eq!(count, 2.0);
 }
 
+/// RFC 9110: a general-purpose server MUST support HEAD. It gets a stream's
+/// head after the same checks as GET, and no body; it opens no stream.
 #[tokio::test]
-async fn head_is_refused_with_405_and_the_allowed_methods() {
+async fn head_gets_the_streams_head_after_the_same_checks_and_no_body() {
     let app = spawn_app().await;
     let mut client = connect(&app).await;
     client
-        .send(b"HEAD /event-stream HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .send(b"HEAD /event-stream?topic=t HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await;
+    let text = client.read_until("\r\n\r\n").await;
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    for header in [
+        "content-type: text/event-stream\r\n",
+        "cache-control: no-cache\r\n",
+        "x-accel-buffering: no\r\n",
+    ] {
+        assert!(text.contains(header), "no {header:?} in {text}");
+    }
+    client.consume(client.received().len());
+    // The connection is kept, and nothing came after the head.
+    client
+        .send(b"HEAD /event-stream?topic=a%20b HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .await;
+    let text = read_to_close(&mut client).await;
+    let bad = &text[client.consumed()..];
+    assert!(bad.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{text}");
+    assert!(
+        bad.ends_with("\r\n\r\n"),
+        "HEAD answered with a body: {bad}"
+    );
+    assert_eq!(app.metric("es_stream_connections").await, 0.0);
+}
+
+#[tokio::test]
+async fn another_method_gets_405_naming_get_head_and_post() {
+    let app = spawn_app().await;
+    let mut client = connect(&app).await;
+    client
+        .send(b"PUT /event-stream HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
         .await;
     let text = read_to_close(&mut client).await;
     assert!(
         text.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"),
         "{text}"
     );
-    assert!(text.contains("allow: GET, POST\r\n"), "{text}");
+    assert!(text.contains("allow: GET, HEAD, POST\r\n"), "{text}");
+}
+
+/// Over `http.max_connections_per_address` an EventSource gets the SSE
+/// form, its delay doubling with each refusal in a row; others the 503.
+#[tokio::test]
+async fn over_the_per_address_cap_an_event_source_gets_a_growing_retry() {
+    let app = spawn_app_with(&[("ES__HTTP__MAX_CONNECTIONS_PER_ADDRESS", "2")]).await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut client = connect(&app).await;
+        client
+            .send(b"GET /event-stream HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await;
+        client.read_until("retry: 3000\n\n").await;
+        held.push(client);
+    }
+    for (refusal, window) in [(1, 3000..=6000), (2, 6000..=12000), (3, 12000..=24000)] {
+        let mut client = connect(&app).await;
+        client
+            .send(b"GET /event-stream?topic=t HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n")
+            .await;
+        let text = read_to_close(&mut client).await;
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(
+            head.contains("content-type: text/event-stream\r\n"),
+            "{head}"
+        );
+        assert!(head.contains("connection: close\r\n"), "{head}");
+        let items = sse_reader::Parser::new().feed(body.as_bytes());
+        match items.as_slice() {
+            [sse_reader::Item::Retry(ms), sse_reader::Item::Comment(why)] => {
+                assert!(window.contains(ms), "refusal {refusal}: {ms} ms");
+                assert_eq!(
+                    why,
+                    "unavailable: too many connections from this address, retrying"
+                );
+            }
+            other => panic!("refusal {refusal}: {other:?}"),
+        }
+    }
+    let mut client = connect(&app).await;
+    client
+        .send(b"GET /event-stream HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await;
+    let text = read_to_close(&mut client).await;
     assert!(
-        !text.contains("status"),
-        "HEAD answered with a body: {text}"
+        text.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+        "{text}"
     );
+    assert!(text.contains("retry-after: 1\r\n"), "{text}");
 }
 
 #[tokio::test]
@@ -274,7 +354,7 @@ async fn a_client_that_shuts_its_sending_side_ends_its_stream() {
 async fn streams_opened_on_the_fast_path_are_counted_in_request_metrics() {
     let app = spawn_app().await;
     let _open = app.subscribe("topic=counted", None).await;
-    let refused = app.get_stream("lastEventId=zz", None).await;
+    let refused = app.get_stream("topic=a%20b", None).await;
     assert_eq!(refused.status(), 400);
     assert_eq!(app.metric(&request_metric(200)).await, 1.0);
     assert_eq!(app.metric(&request_metric(400)).await, 1.0);

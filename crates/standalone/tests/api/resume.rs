@@ -218,6 +218,80 @@ async fn a_cursor_ahead_of_history_is_announced_with_reset() {
     assert_eq!(events[1].data, "only");
 }
 
+/// An id the server cannot read (stale, foreign, from an older format, or
+/// garbage) is not a 400, which would close an EventSource for good: the
+/// stream starts at the head, after one `reset` per topic whose id resumes
+/// exactly from there. Retained history is not replayed: the server cannot
+/// know what the client saw.
+#[tokio::test]
+async fn an_unreadable_last_event_id_starts_at_the_head_after_a_reset_per_topic() {
+    let app = spawn_app().await;
+    let too_long = "9".repeat(1121);
+    let cases = [
+        ("lastEventId=nope", None, "malformed"),
+        ("", Some("1-2 3"), "a space"),
+        ("lastEventId=x-1", None, "one position for two topics"),
+        ("", Some(too_long.as_str()), "1121 characters"),
+    ];
+    for (n, (query, header, case)) in cases.into_iter().enumerate() {
+        let (a, b) = (format!("a{n}"), format!("b{n}"));
+        app.publish_to(&a, "old").await;
+        let head_a = app.publish_to(&a, "old").await;
+        let head_b = app.publish_to(&b, "old").await;
+        let topics = format!("topic={a}&topic={b}");
+        let mut stream = app.subscribe(&format!("{topics}&{query}"), header).await;
+        let resets = next_events(&mut stream, 2).await;
+        let head = format!("{head_a},{head_b}");
+        for (reset, topic) in resets.iter().zip([&a, &b]) {
+            assert_eq!(reset.event, "reset", "{case}");
+            assert_eq!(
+                serde_json::from_str::<serde_json::Value>(&reset.data).unwrap(),
+                serde_json::json!({"topic": topic, "reason": "cursor-invalid"}),
+                "{case}"
+            );
+            assert_eq!(reset.id, head, "{case}: the reset's id is the head");
+        }
+        app.publish_to(&b, "new").await;
+        assert_eq!(
+            data(&next_events(&mut stream, 1).await),
+            ["new"],
+            "{case}: live after the resets, no history"
+        );
+        // Resuming from the reset's id is exact: the event published
+        // since, and no reset.
+        let mut again = app.subscribe(&topics, Some(&head)).await;
+        let events = next_events(&mut again, 1).await;
+        assert_eq!(
+            (events[0].event.as_str(), events[0].data.as_str()),
+            ("message", "new"),
+            "{case}"
+        );
+    }
+    assert_eq!(app.metric("es_stream_resets_total").await, 8.0);
+}
+
+#[tokio::test]
+async fn a_last_event_id_header_that_is_not_visible_ascii_starts_at_the_head_after_a_reset() {
+    let app = spawn_app().await;
+    let head = app.publish_to("bytes", "old").await;
+    let response = app
+        .client
+        .get(format!("{}/event-stream?topic=bytes", app.address))
+        .header(
+            "Last-Event-ID",
+            reqwest::header::HeaderValue::from_bytes(b"\xff-1").unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut stream = sse_reader::SseStream::new(response);
+    let reset = stream.next_event_timeout(PATIENCE).await.unwrap().unwrap();
+    assert_eq!(reset.event, "reset");
+    assert_eq!(reset.id, head);
+    assert!(reset.data.contains("cursor-invalid"), "{}", reset.data);
+}
+
 #[tokio::test]
 async fn a_long_resume_over_several_topics_arrives_whole_in_slices_then_live() {
     let app = spawn_app().await;
