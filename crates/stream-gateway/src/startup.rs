@@ -4,11 +4,13 @@ use actix_web::{guard, web};
 use service_kit::compose;
 use service_kit::{App, Part, Settings, Shared};
 
+use crate::page;
 use crate::routes::{self, GatewayState, LeanSubscribe};
 
 /// The stream part: `GET /event-stream` over `shared`'s bus (only GET: the
-/// standalone binary mounts the ingest's POST on the same path), and the
-/// same route for the connection layer to serve on the socket itself.
+/// standalone binary mounts the ingest's POST on the same path), the live
+/// page at `/`, and the stream route for the connection layer to serve on
+/// the socket itself.
 pub fn part(settings: &Settings, shared: &Shared) -> (Part, LeanSubscribe) {
     let state = GatewayState::new(settings, shared);
     let lean = LeanSubscribe(state.clone());
@@ -19,6 +21,7 @@ pub fn part(settings: &Settings, shared: &Shared) -> (Part, LeanSubscribe) {
                 .app_data(web::Data::new(state.clone()))
                 .route(web::get().to(routes::subscribe)),
         );
+        page::configure(cfg);
     });
     (part, lean)
 }

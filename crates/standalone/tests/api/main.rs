@@ -4,6 +4,7 @@ mod admission;
 mod binary;
 mod connection;
 mod helpers;
+mod page;
 mod publish_and_stream;
 mod resume;
 mod slow_clients;
