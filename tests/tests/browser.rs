@@ -631,11 +631,12 @@ async fn the_page_survives_every_gateway_down_for_three_seconds() {
 async fn the_page_survives_every_gateway_full_while_it_opens() {
     scenario(async {
         let (cluster, nginx) = front_door(&[("ES__STREAM__MAX_STREAMS", "1")]).await;
-        // Another client takes each gateway's one slot.
+        // Another client takes each gateway's one slot (a client without a
+        // timeout: the streams stay open until dropped).
+        let other_client = reqwest::Client::new();
         let mut holders = Vec::new();
         for gateway in &cluster.gateways {
-            let response = cluster
-                .client
+            let response = other_client
                 .get(format!("{}/event-stream?topic=elsewhere", gateway.url()))
                 .send()
                 .await
@@ -700,6 +701,22 @@ async fn the_page_survives_redis_down_while_it_opens() {
         publish_some(&cluster.client, &ingest, &topic, "before", 3, &mut before).await;
 
         cluster.redis.kill();
+        // Every gateway knows Redis is gone before the page asks.
+        for gateway in &cluster.gateways {
+            let url = format!("{}/readyz", gateway.url());
+            let client = &cluster.client;
+            assert!(
+                e2e::wait_until(PAGE_PATIENCE, || async {
+                    client
+                        .get(&url)
+                        .send()
+                        .await
+                        .is_ok_and(|response| response.status() == 503)
+                })
+                .await,
+                "{url} never noticed Redis was down"
+            );
+        }
         browser
             .open(&page_url(&nginx.url(), &topic, "message", true))
             .await;
