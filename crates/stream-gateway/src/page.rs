@@ -73,8 +73,9 @@ async fn script() -> HttpResponse {
     embedded("text/javascript; charset=utf-8").body(SCRIPT)
 }
 
-/// The headers both files share. `no-cache`: a browser revalidates, so a
-/// new binary's page is seen at once (the files are small).
+/// The headers both files share. `no-cache` with no validator: a browser
+/// fetches them again each time (a few kilobytes), so a new binary's page
+/// is seen at once.
 fn embedded(content_type: &'static str) -> actix_web::HttpResponseBuilder {
     let mut response = HttpResponse::Ok();
     response
