@@ -13,10 +13,12 @@
 //! - [`error`]: refusals before a stream starts, rendered as JSend.
 //! - [`routes`]: the handler on both paths, its state, and [`routes::admit`],
 //!   where every stream is admitted or refused.
-//! - [`startup`]: mounts the route and builds the service.
+//! - [`page`]: the live page at `/`, embedded: follow topics, publish.
+//! - [`startup`]: mounts the routes and builds the service.
 
 pub mod error;
 pub mod metrics;
+pub mod page;
 pub mod request;
 pub mod routes;
 pub mod settings;

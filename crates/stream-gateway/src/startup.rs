@@ -6,12 +6,13 @@ use service_kit::compose;
 use service_kit::settings::HttpSettings;
 use service_kit::{App, Part, Settings};
 
+use crate::page;
 use crate::routes::{self, GatewayState, LeanSubscribe};
 use crate::settings::StreamSettings;
 
 /// The stream part: `GET` and `HEAD /event-stream` over `shared`'s bus (the
-/// standalone binary mounts the ingest's POST on the same path), and the
-/// same `GET` route for the connection layer to serve on the socket itself; its
+/// standalone binary mounts the ingest's POST on the same path), the live
+/// page at `/`, and the same `GET` route for the connection layer to serve on the socket itself; its
 /// metrics are registered in `shared`'s registry.
 pub fn part(
     settings: &StreamSettings,
@@ -28,6 +29,7 @@ pub fn part(
                 .route(web::get().to(routes::subscribe))
                 .route(web::head().to(routes::head)),
         );
+        page::configure(cfg);
     });
     (part, lean)
 }

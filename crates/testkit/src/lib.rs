@@ -9,9 +9,13 @@
 //! - [`raw`]: [`RawClient`], a TCP client that writes bytes and keeps every
 //!   byte the server answers, for tests of what is on the wire and when a
 //!   connection closes; every read has a deadline.
+//! - [`browser`]: [`Browser`], a headless Chromium driven over WebDriver,
+//!   with screenshots kept as test artefacts.
 
+pub mod browser;
 pub mod raw;
 
+pub use browser::Browser;
 pub use raw::RawClient;
 
 use std::future::Future;

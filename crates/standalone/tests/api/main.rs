@@ -5,6 +5,7 @@ mod binary;
 mod connection;
 mod cors;
 mod helpers;
+mod page;
 mod publish_and_stream;
 mod resume;
 mod slow_clients;
