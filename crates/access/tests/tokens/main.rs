@@ -5,3 +5,4 @@ mod config;
 mod helpers;
 mod matrix;
 mod properties;
+mod sources;
