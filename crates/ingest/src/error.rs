@@ -1,7 +1,9 @@
 //! Every way a publish fails, rendered as JSend.
 
 use actix_web::http::StatusCode;
+use actix_web::http::header::{HeaderValue, WWW_AUTHENTICATE};
 use actix_web::{HttpResponse, ResponseError};
+use service_kit::Refusal;
 use shared_types::jsend;
 
 #[derive(Debug, thiserror::Error)]
@@ -13,6 +15,11 @@ pub enum PublishError {
     /// `http.cors.allowed_origins`, tried to publish.
     #[error("origin not allowed")]
     OriginNotAllowed,
+    /// 401 (no token, or a refused one: says why, with `WWW-Authenticate`)
+    /// or 403 (a valid token that does not cover the topic), JSend `fail`;
+    /// only with `auth.publish = "token"`.
+    #[error("{}", access_message(*.0))]
+    Access(Refusal),
     /// 413, JSend `fail`: the body is over `publish.max_body_bytes`.
     #[error("request body is larger than {0} bytes")]
     TooLarge(usize),
@@ -36,6 +43,8 @@ impl ResponseError for PublishError {
         match self {
             PublishError::Invalid(_) => StatusCode::BAD_REQUEST,
             PublishError::OriginNotAllowed => StatusCode::FORBIDDEN,
+            PublishError::Access(Refusal::NotCovered) => StatusCode::FORBIDDEN,
+            PublishError::Access(_) => StatusCode::UNAUTHORIZED,
             PublishError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             PublishError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             PublishError::Bus(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -54,7 +63,30 @@ impl ResponseError for PublishError {
                 tracing::error!(%detail, "publish failed unexpectedly");
                 jsend::error(status, self.to_string())
             }
+            PublishError::Access(refusal) => {
+                let mut response = jsend::fail(status, self.to_string());
+                let challenge = match refusal {
+                    Refusal::Missing => Some("Bearer"),
+                    Refusal::Invalid(_) => Some(r#"Bearer error="invalid_token""#),
+                    Refusal::NotCovered => None,
+                };
+                if let Some(challenge) = challenge {
+                    response
+                        .headers_mut()
+                        .insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+                }
+                response
+            }
             _ => jsend::fail(status, self.to_string()),
         }
+    }
+}
+
+/// What a publisher refused access is told.
+fn access_message(refusal: Refusal) -> &'static str {
+    match refusal {
+        Refusal::Missing => "a token is required to publish",
+        Refusal::Invalid(error) => error.message(),
+        Refusal::NotCovered => "the token does not allow publishing to this topic",
     }
 }
