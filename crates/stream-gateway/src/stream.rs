@@ -214,7 +214,7 @@ impl EventStream {
             last_sent: now,
             shutdown: Box::pin(shutdown.token().clone().cancelled_owned()),
             closing: None,
-            expires: expires_at.map(|exp| Box::pin(tokio::time::sleep_until(deadline(exp)))),
+            expires: None,
             refill: None,
             next_feed: 0,
             finished: false,
@@ -229,6 +229,18 @@ impl EventStream {
             for index in 0..stream.feeds.len() {
                 stream.push_reset(index, "cursor-invalid");
             }
+        }
+        match expires_at.map(time_left) {
+            // Already past (a token inside the verifier's leeway): the
+            // stream says so and ends before reading anything.
+            Some(Duration::ZERO) => {
+                stream.push(token_expired_frame());
+                stream.finished = true;
+            }
+            Some(left) => {
+                stream.expires = Some(Box::pin(tokio::time::sleep_until(now + left)));
+            }
+            None => {}
         }
         stream.metrics.connections().inc();
         Ok(stream)
@@ -392,6 +404,17 @@ impl Stream for EventStream {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         loop {
+            // The token's time is up: the whole events already pending, the
+            // last one, then the end; not one more event is read, from
+            // history or live.
+            if let Some(expires) = this.expires.as_mut()
+                && expires.as_mut().poll(cx).is_ready()
+            {
+                this.expires = None;
+                this.refill = None;
+                this.push(token_expired_frame());
+                this.finished = true;
+            }
             // A refill runs alone: live events wait in the ring until it is
             // written, then those already covered are skipped.
             if let Some(refill) = this.refill.as_mut() {
@@ -434,16 +457,6 @@ impl Stream for EventStream {
                     }
                 }
             }
-            // The token's time is up: the pending whole events, then the
-            // last one, then the end.
-            if let Some(expires) = this.expires.as_mut()
-                && expires.as_mut().poll(cx).is_ready()
-            {
-                this.expires = None;
-                this.push(token_expired_frame());
-                this.finished = true;
-                continue;
-            }
             // History before live events: the next slice of the first
             // topic still catching up, now that the last one is written.
             if let Some(index) = this.feeds.iter().position(|feed| feed.catching_up) {
@@ -472,13 +485,11 @@ impl Stream for EventStream {
     }
 }
 
-/// The instant of `exp` (seconds since the Unix epoch) on tokio's clock.
-fn deadline(exp: u64) -> Instant {
-    let exp = std::time::UNIX_EPOCH + Duration::from_secs(exp);
-    let left = exp
+/// The time until `exp` (seconds since the Unix epoch); zero once past.
+fn time_left(exp: u64) -> Duration {
+    (std::time::UNIX_EPOCH + Duration::from_secs(exp))
         .duration_since(std::time::SystemTime::now())
-        .unwrap_or(Duration::ZERO);
-    Instant::now() + left
+        .unwrap_or(Duration::ZERO)
 }
 
 /// `event: token-expired` with its reason, and no `id:`.
