@@ -1,7 +1,6 @@
 //! Every way a publish fails, rendered as JSend.
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{HeaderValue, WWW_AUTHENTICATE};
 use actix_web::{HttpResponse, ResponseError};
 use service_kit::Refusal;
 use shared_types::jsend;
@@ -43,8 +42,7 @@ impl ResponseError for PublishError {
         match self {
             PublishError::Invalid(_) => StatusCode::BAD_REQUEST,
             PublishError::OriginNotAllowed => StatusCode::FORBIDDEN,
-            PublishError::Access(Refusal::NotCovered) => StatusCode::FORBIDDEN,
-            PublishError::Access(_) => StatusCode::UNAUTHORIZED,
+            PublishError::Access(refusal) => refusal.status(),
             PublishError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             PublishError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             PublishError::Bus(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -63,20 +61,7 @@ impl ResponseError for PublishError {
                 tracing::error!(%detail, "publish failed unexpectedly");
                 jsend::error(status, self.to_string())
             }
-            PublishError::Access(refusal) => {
-                let mut response = jsend::fail(status, self.to_string());
-                let challenge = match refusal {
-                    Refusal::Missing => Some("Bearer"),
-                    Refusal::Invalid(_) => Some(r#"Bearer error="invalid_token""#),
-                    Refusal::NotCovered => None,
-                };
-                if let Some(challenge) = challenge {
-                    response
-                        .headers_mut()
-                        .insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
-                }
-                response
-            }
+            PublishError::Access(refusal) => refusal.answer(&self.to_string()),
             _ => jsend::fail(status, self.to_string()),
         }
     }

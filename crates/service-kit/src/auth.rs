@@ -22,7 +22,9 @@ use access::{
     Algorithm, KeyConfig, KeySource, TokenError, TokenSources, TopicPatterns, Verifier,
     VerifierConfig,
 };
-use actix_web::http::header::{AUTHORIZATION, COOKIE, HeaderMap};
+use actix_web::HttpResponse;
+use actix_web::http::StatusCode;
+use actix_web::http::header::{AUTHORIZATION, COOKIE, HeaderMap, HeaderValue, WWW_AUTHENTICATE};
 use serde::Deserialize;
 
 use crate::error::SettingsError;
@@ -266,6 +268,32 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// 401 for a missing or refused token, 403 for one that does not cover.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::NotCovered => StatusCode::FORBIDDEN,
+            _ => StatusCode::UNAUTHORIZED,
+        }
+    }
+
+    /// A JSend `fail` with `message`, its status, and for a 401 the
+    /// `WWW-Authenticate` challenge (RFC 6750 §3): `Bearer`, with
+    /// `error="invalid_token"` when a token was sent and refused.
+    pub fn answer(self, message: &str) -> HttpResponse {
+        let mut response = shared_types::jsend::fail(self.status(), message);
+        let challenge = match self {
+            Self::Missing => Some("Bearer"),
+            Self::Invalid(_) => Some(r#"Bearer error="invalid_token""#),
+            Self::NotCovered => None,
+        };
+        if let Some(challenge) = challenge {
+            response
+                .headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        }
+        response
+    }
+
     /// A stable label for logs.
     pub fn label(self) -> &'static str {
         match self {
@@ -380,8 +408,6 @@ impl Access {
 mod tests {
     use std::path::PathBuf;
     use std::process::Command;
-
-    use actix_web::http::header::HeaderValue;
 
     use super::*;
     use crate::Settings;

@@ -16,7 +16,7 @@
 
 use std::time::Duration;
 
-use actix_web::http::header::{ACCEPT, HeaderMap, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
+use actix_web::http::header::{ACCEPT, HeaderMap, HeaderValue, RETRY_AFTER};
 use actix_web::http::{StatusCode, Version};
 use actix_web::{HttpResponse, ResponseError};
 use service_kit::Refusal;
@@ -85,10 +85,7 @@ impl StreamError {
 impl ResponseError for StreamError {
     fn status_code(&self) -> StatusCode {
         if let StreamError::Access(refusal) = self {
-            return match refusal {
-                Refusal::NotCovered => StatusCode::FORBIDDEN,
-                _ => StatusCode::UNAUTHORIZED,
-            };
+            return refusal.status();
         }
         if self.is_transient() {
             StatusCode::SERVICE_UNAVAILABLE
@@ -100,19 +97,11 @@ impl ResponseError for StreamError {
     /// The JSend form: `fail` for a permanent refusal, `error` with
     /// `Retry-After` for a transient one.
     fn error_response(&self) -> HttpResponse {
+        if let StreamError::Access(refusal) = self {
+            return refusal.answer(&self.to_string());
+        }
         if !self.is_transient() {
-            let mut response = jsend::fail(self.status_code(), self.to_string());
-            let challenge = match self {
-                StreamError::Access(Refusal::Missing) => Some("Bearer"),
-                StreamError::Access(Refusal::Invalid(_)) => Some(r#"Bearer error="invalid_token""#),
-                _ => None,
-            };
-            if let Some(challenge) = challenge {
-                response
-                    .headers_mut()
-                    .insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
-            }
-            return response;
+            return jsend::fail(self.status_code(), self.to_string());
         }
         let mut response = jsend::error(self.status_code(), self.to_string());
         response
