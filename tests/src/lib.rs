@@ -7,6 +7,8 @@
 //!   with signals.
 //! - [`cluster`]: Redis + one ingest + N gateways, wired together.
 //! - [`nginx`]: Debian's nginx with the repository's front-door config.
+//! - [`other_origin`]: a static page on another origin that subscribes and
+//!   publishes, for what browsers allow across origins.
 //! - [`subscriber`]: an EventSource-like client that reconnects with
 //!   `Last-Event-ID`, rotating over a list of addresses, and records
 //!   everything it saw.
@@ -15,6 +17,7 @@
 pub mod check;
 pub mod cluster;
 pub mod nginx;
+pub mod other_origin;
 pub mod process;
 pub mod subscriber;
 

@@ -5,9 +5,11 @@
 //! Each test is one scenario and saves a screenshot of the page as
 //! `target/browser-artifacts/<test>.png`. The page records what it
 //! received in `window.esReceived` (its test hook, see its `app.js`); the
-//! tests publish over HTTP and compare. Scenarios run one at a time (each
-//! drives a Chromium and often a whole cluster on a small machine), and
-//! each is bounded to a minute.
+//! tests publish over HTTP and compare. The last scenarios use a page on
+//! another origin instead (`e2e::other_origin`, hook `window.xo`), its
+//! origin allowed by `http.cors` or not. Scenarios run one at a time
+//! (each drives a Chromium and often a whole cluster on a small machine),
+//! and each is bounded to a minute.
 
 #![allow(clippy::unwrap_used)]
 
@@ -15,8 +17,9 @@ use std::future::Future;
 use std::time::Duration;
 
 use e2e::check::assert_delivered;
-use e2e::cluster::{Cluster, Published, publish};
+use e2e::cluster::{Cluster, Outcome, Published, publish};
 use e2e::nginx::Nginx;
+use e2e::other_origin::OtherOrigin;
 use e2e::process::{Service, binary};
 use e2e::unique_prefix;
 use serde_json::{Value, json};
@@ -46,6 +49,12 @@ async fn scenario(test: impl Future<Output = ()>) {
         .expect("the scenario took more than a minute");
 }
 
+/// Where the live page records what it received (its test hook).
+const LIVE_PAGE: &str = "window.esReceived";
+
+/// Where the page on another origin records it (`e2e::other_origin`).
+const OTHER_PAGE: &str = "window.xo.received";
+
 /// One event as the page recorded it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Received {
@@ -56,8 +65,13 @@ struct Received {
 
 /// Everything the page has received so far, in order.
 async fn received(browser: &Browser) -> Vec<Received> {
-    let Value::Array(events) = browser.eval("window.esReceived").await else {
-        panic!("the page has no window.esReceived");
+    received_in(browser, LIVE_PAGE).await
+}
+
+/// The events in the page's array `events` (`{id, type, data}` each).
+async fn received_in(browser: &Browser, events: &str) -> Vec<Received> {
+    let Value::Array(events) = browser.eval(events).await else {
+        panic!("the page has no {events}");
     };
     events
         .iter()
@@ -69,9 +83,10 @@ async fn received(browser: &Browser) -> Vec<Received> {
         .collect()
 }
 
-/// The data of the page's events other than `reset`, in order.
-async fn messages(browser: &Browser) -> Vec<String> {
-    received(browser)
+/// The data of the events other than `reset` in the page's array
+/// `events`, in order.
+async fn messages_in(browser: &Browser, events: &str) -> Vec<String> {
+    received_in(browser, events)
         .await
         .into_iter()
         .filter(|event| event.kind != "reset")
@@ -112,19 +127,28 @@ async fn assert_open(browser: &Browser, why: &str) {
 
 /// Waits until the page has received every message of `published.stored`.
 async fn assert_all_arrive(browser: &Browser, published: &Published, why: &str) {
+    assert_all_arrive_in(browser, LIVE_PAGE, published, why).await;
+}
+
+/// The same for the page's array `events`.
+async fn assert_all_arrive_in(browser: &Browser, events: &str, published: &Published, why: &str) {
     let expected = serde_json::to_string(&published.stored).unwrap();
     let condition = format!(
-        "(() => {{ const seen = new Set(window.esReceived.map(e => e.data)); \
+        "(() => {{ const seen = new Set({events}.map(e => e.data)); \
          return {expected}.every(m => seen.has(m)); }})()"
     );
     let arrived = browser.wait_for(&condition, PAGE_PATIENCE).await;
-    let got = messages(browser).await;
+    let got = messages_in(browser, events).await;
+    let state = if events == LIVE_PAGE {
+        page_state(browser).await
+    } else {
+        other_page_state(browser).await
+    };
     assert!(
         arrived,
-        "{why}: {} of {} acknowledged events reached the page; page: {}",
+        "{why}: {} of {} acknowledged events reached the page; page: {state}",
         published.stored.iter().filter(|m| got.contains(m)).count(),
         published.stored.len(),
-        page_state(browser).await
     );
     assert_delivered("the page", &got, published);
 }
@@ -182,6 +206,27 @@ async fn front_door(extra: &[(&str, &str)]) -> (Cluster, Nginx) {
     let gateways: Vec<String> = cluster.gateway_urls().iter().map(|u| address(u)).collect();
     let nginx = Nginx::start(&[address(&cluster.ingest.url())], &gateways).await;
     (cluster, nginx)
+}
+
+/// Kills every gateway, publishes `during-<n>` through ingest while none
+/// runs, keeps them down for 3 s, and waits until they are all back.
+async fn every_gateway_down_for_three_seconds(
+    cluster: &mut Cluster,
+    topic: &str,
+    published: &mut Published,
+) {
+    for gateway in &mut cluster.gateways {
+        gateway.kill();
+    }
+    let ingest = cluster.ingest.url();
+    publish_some(&cluster.client, &ingest, topic, "during", 5, published).await;
+    // The outage itself: nginx has no gateway for this long, and a page
+    // retries into it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for gateway in &mut cluster.gateways {
+        gateway.restart();
+    }
+    cluster.wait_ready().await;
 }
 
 /// The `es_stream_connections` gauge of a gateway, `None` while it is down.
@@ -600,25 +645,7 @@ async fn the_page_survives_every_gateway_down_for_three_seconds() {
         .await;
         assert_all_arrive(&browser, &published, "before the outage").await;
 
-        for gateway in &mut cluster.gateways {
-            gateway.kill();
-        }
-        publish_some(
-            &cluster.client,
-            &ingest,
-            &topic,
-            "during",
-            5,
-            &mut published,
-        )
-        .await;
-        // The outage itself: nginx has no gateway for this long, and the
-        // page retries into it several times.
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        for gateway in &mut cluster.gateways {
-            gateway.restart();
-        }
-        cluster.wait_ready().await;
+        every_gateway_down_for_three_seconds(&mut cluster, &topic, &mut published).await;
         assert_open(&browser, "after every gateway came back").await;
         publish_some(&cluster.client, &ingest, &topic, "after", 5, &mut published).await;
         assert_all_arrive(&browser, &published, "after the outage").await;
@@ -753,6 +780,426 @@ async fn the_page_survives_redis_down_while_it_opens() {
         );
         assert_all_arrive(&browser, &published, "after Redis came back").await;
         browser.screenshot().await;
+    })
+    .await;
+}
+
+// A page on another origin (`e2e::other_origin`: `http://localhost:<port>`,
+// while the services are `http://127.0.0.1:<port>`), with its own
+// EventSource and fetch, allowed by `http.cors` or not.
+
+/// What the page on another origin says about its EventSource and its
+/// publishes, for failure messages.
+async fn other_page_state(browser: &Browser) -> String {
+    browser
+        .eval(
+            "JSON.stringify({readyState: window.xo.source.readyState, opens: window.xo.opens, \
+             errors: window.xo.errors, received: window.xo.received.length, \
+             publishes: window.xo.publishes})",
+        )
+        .await
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The page on another origin's `EventSource.readyState`.
+async fn ready_state(browser: &Browser) -> Value {
+    browser.eval("window.xo.source.readyState").await
+}
+
+/// Waits until the page on another origin's EventSource is OPEN.
+async fn assert_other_page_open(browser: &Browser, why: &str) {
+    assert!(
+        browser
+            .wait_for("window.xo.source.readyState === 1", PAGE_PATIENCE)
+            .await,
+        "the page on another origin did not end OPEN {why}: {}",
+        other_page_state(browser).await
+    );
+}
+
+/// Publishes `message` from the page on another origin (`form`: as a form,
+/// without a preflight; otherwise as JSON) and returns the outcome it
+/// recorded: `{status, eventId, body}`, or `{error}` when fetch failed.
+async fn publish_from_other_page(browser: &Browser, message: &str, form: bool) -> Value {
+    let before = browser.eval("window.xo.publishes.length").await;
+    let message = serde_json::to_string(message).unwrap();
+    browser
+        .eval(&format!("(window.xoPublish({message}, {form}), true)"))
+        .await;
+    assert!(
+        browser
+            .wait_for(
+                &format!("window.xo.publishes.length > {before}"),
+                PAGE_PATIENCE
+            )
+            .await,
+        "publishing {message} from the page on another origin got no outcome"
+    );
+    browser.eval("window.xo.publishes.at(-1)").await
+}
+
+/// How many `method` requests to `/event-stream` the service at `base` has
+/// answered with `status`, from its `/metrics`.
+async fn answered(client: &reqwest::Client, base: &str, method: &str, status: u16) -> u64 {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|line| {
+            line.starts_with("es_http_request_duration_seconds_count{")
+                && line.contains("route=\"/event-stream\"")
+                && line.contains(&format!("method=\"{method}\""))
+                && line.contains(&format!("status=\"{status}\""))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Everything `topic` holds at `base`, read from its start by a plain HTTP
+/// subscriber (no browser, no CORS) up to and including `last`.
+async fn history_up_to(base: &str, topic: &str, last: &str) -> Vec<String> {
+    let response = reqwest::Client::new()
+        .get(format!("{base}/event-stream?topic={topic}&lastEventId=0-0"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut stream = sse_reader::SseStream::new(response);
+    let mut data = Vec::new();
+    while data.last().is_none_or(|seen| seen != last) {
+        let event = stream
+            .next_event_timeout(PAGE_PATIENCE)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{last:?} never arrived; before it: {data:?}"));
+        if event.event != "reset" {
+            data.push(event.data);
+        }
+    }
+    data
+}
+
+/// The standalone binary with `settings` on top of the tests' retry delay.
+fn standalone_with(settings: &[(&str, &str)]) -> Service {
+    let mut env = vec![("ES__STREAM__RETRY_MS".to_owned(), RETRY_MS.to_owned())];
+    env.extend(
+        settings
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    Service::start("event-stream", &env)
+}
+
+#[tokio::test]
+async fn a_page_on_an_allowed_origin_receives_exactly_and_publishes_through_a_preflight() {
+    scenario(async {
+        let page = OtherOrigin::start();
+        let origin = page.origin();
+        let service = standalone_with(&[("ES__HTTP__CORS__ALLOWED_ORIGINS", &origin)]);
+        service.wait_ready().await;
+        let browser = Browser::start("other_origin_allowed").await;
+        let topic = unique_prefix();
+        browser
+            .open(&page.page_url(&service.url(), &topic, false))
+            .await;
+        assert_eq!(browser.eval("location.origin").await, origin.as_str());
+        assert_other_page_open(&browser, "with its origin allowed").await;
+
+        let client = reqwest::Client::new();
+        let mut expected = Vec::new();
+        for message in [
+            "two\nlines",
+            "  leading spaces",
+            "emoji 🎉, é, 中文",
+            "data: injected\n\nevent: reset",
+        ] {
+            let response = client
+                .post(format!("{}/event-stream", service.url()))
+                .json(&json!({"message": message, "topic": topic}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 201, "publishing {message:?}");
+            expected.push(Received {
+                id: response.headers()["x-event-id"]
+                    .to_str()
+                    .unwrap()
+                    .to_owned(),
+                kind: "message".to_owned(),
+                data: message.to_owned(),
+            });
+        }
+        // From the page itself: JSON, so the browser sends a preflight
+        // first; the id comes from X-Event-Id, readable because exposed.
+        for message in ["from the page", "from the page\n  again"] {
+            let outcome = publish_from_other_page(&browser, message, false).await;
+            assert_eq!(outcome["status"], 201, "{outcome}");
+            let body: Value = serde_json::from_str(outcome["body"].as_str().unwrap()).unwrap();
+            assert_eq!(body, json!({"status": "success", "data": message}));
+            let id = outcome["eventId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("X-Event-Id was not readable: {outcome}"));
+            expected.push(Received {
+                id: id.to_owned(),
+                kind: "message".to_owned(),
+                data: message.to_owned(),
+            });
+        }
+        assert!(
+            answered(&client, &service.url(), "OPTIONS", 200).await >= 1,
+            "the browser sent no preflight, or it was not answered 200"
+        );
+
+        let arrived = browser
+            .wait_for(
+                &format!("window.xo.received.length >= {}", expected.len()),
+                PAGE_PATIENCE,
+            )
+            .await;
+        browser.screenshot().await;
+        assert!(arrived, "page: {}", other_page_state(&browser).await);
+        assert_eq!(received_in(&browser, OTHER_PAGE).await, expected);
+        assert_eq!(
+            browser
+                .eval("[window.xo.source.readyState, window.xo.errors]")
+                .await,
+            json!([1, 0])
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_page_on_a_refused_origin_receives_nothing_and_publishes_nothing() {
+    scenario(async {
+        let page = OtherOrigin::start();
+        // No http.cors: only the service's own origin is served to pages.
+        let service = standalone();
+        service.wait_ready().await;
+        let client = reqwest::Client::new();
+        let topic = unique_prefix();
+        // Retained before the page opens, and the page asks for the
+        // topic's start: any answer the browser let through would carry it.
+        let outcome = publish(&client, &service.url(), &topic, "before the page").await;
+        assert!(matches!(outcome, Outcome::Stored(_)), "{outcome:?}");
+
+        let browser = Browser::start("other_origin_refused").await;
+        browser
+            .open(&format!(
+                "{}&lastEventId=0-0",
+                page.page_url(&service.url(), &topic, false)
+            ))
+            .await;
+        assert!(
+            browser
+                .wait_for(
+                    "window.xo.source.readyState === 2 || window.xo.errors >= 3",
+                    PAGE_PATIENCE
+                )
+                .await,
+            "the EventSource neither closed nor kept failing: {}",
+            other_page_state(&browser).await
+        );
+        // Chromium takes a CORS failure as fatal: the EventSource closes
+        // after one error, having never opened, and does not retry.
+        assert_eq!(
+            browser
+                .eval("[window.xo.source.readyState, window.xo.opens, window.xo.errors, window.xo.received.length]")
+                .await,
+            json!([2, 0, 1, 0]),
+            "page: {}",
+            other_page_state(&browser).await
+        );
+
+        // JSON needs a preflight, which is refused: the POST is never sent.
+        let json_publish = publish_from_other_page(&browser, "json from a refused origin", false).await;
+        // A form is sent without one, and refused by the service (403).
+        let form_publish = publish_from_other_page(&browser, "form from a refused origin", true).await;
+        browser.screenshot().await;
+        for outcome in [&json_publish, &form_publish] {
+            assert!(
+                outcome["error"].as_str().is_some_and(|e| e.contains("TypeError")),
+                "the page saw an answer: {outcome}"
+            );
+        }
+        assert_eq!(
+            answered(&client, &service.url(), "OPTIONS", 405).await,
+            1,
+            "the preflight was not refused"
+        );
+        assert_eq!(
+            answered(&client, &service.url(), "POST", 403).await,
+            1,
+            "the form was not refused"
+        );
+        let outcome = publish(&client, &service.url(), &topic, "after the page").await;
+        assert!(matches!(outcome, Outcome::Stored(_)), "{outcome:?}");
+        assert_eq!(
+            history_up_to(&service.url(), &topic, "after the page").await,
+            ["before the page", "after the page"],
+            "a publish from the refused origin got through"
+        );
+        assert_eq!(ready_state(&browser).await, 2);
+        assert_eq!(browser.eval("window.xo.received.length").await, 0);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_credentialed_event_source_works_when_credentials_are_allowed() {
+    scenario(async {
+        let page = OtherOrigin::start();
+        let origin = page.origin();
+        let with_credentials = standalone_with(&[
+            ("ES__HTTP__CORS__ALLOWED_ORIGINS", &origin),
+            ("ES__HTTP__CORS__ALLOW_CREDENTIALS", "true"),
+        ]);
+        // The same origin listed, credentials not allowed: the control.
+        let without = standalone_with(&[("ES__HTTP__CORS__ALLOWED_ORIGINS", &origin)]);
+        with_credentials.wait_ready().await;
+        without.wait_ready().await;
+        let client = reqwest::Client::new();
+        let topic = unique_prefix();
+
+        let browser = Browser::start("other_origin_credentials").await;
+        browser
+            .open(&page.page_url(&with_credentials.url(), &topic, true))
+            .await;
+        assert_eq!(browser.eval("window.xo.source.withCredentials").await, true);
+        assert_other_page_open(&browser, "with credentials allowed").await;
+        let outcome = publish_from_other_page(&browser, "with credentials", false).await;
+        assert_eq!(outcome["status"], 201, "{outcome}");
+        let mut published = Published::default();
+        publish_some(
+            &client,
+            &with_credentials.url(),
+            &topic,
+            "direct",
+            2,
+            &mut published,
+        )
+        .await;
+        let mut expected = Published::default();
+        expected.record(
+            "with credentials".to_owned(),
+            Outcome::Stored(String::new()),
+        );
+        for message in published.stored {
+            expected.record(message, Outcome::Stored(String::new()));
+        }
+        assert_all_arrive_in(&browser, OTHER_PAGE, &expected, "with credentials").await;
+        browser.screenshot().await;
+        assert_eq!(
+            messages_in(&browser, OTHER_PAGE).await,
+            ["with credentials", "direct-0", "direct-1"]
+        );
+
+        // Without Access-Control-Allow-Credentials the browser refuses a
+        // credentialed answer, however exact the origin.
+        browser
+            .open(&page.page_url(&without.url(), &topic, true))
+            .await;
+        assert!(
+            browser
+                .wait_for("window.xo.errors >= 1", PAGE_PATIENCE)
+                .await,
+            "a credentialed EventSource opened without credentials allowed: {}",
+            other_page_state(&browser).await
+        );
+        let outcome = publish_from_other_page(&browser, "credentials not allowed", false).await;
+        assert!(
+            outcome["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("TypeError")),
+            "{outcome}"
+        );
+        assert_eq!(
+            browser
+                .eval("[window.xo.source.readyState, window.xo.opens, window.xo.received.length]")
+                .await,
+            json!([2, 0, 0])
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_page_on_another_origin_survives_every_gateway_down_through_nginx() {
+    scenario(async {
+        let page = OtherOrigin::start();
+        let origin = page.origin();
+        // Credentials too: nginx's own answer must then satisfy the
+        // stricter check (the exact origin, and credentials allowed).
+        let (mut cluster, nginx) = front_door(&[
+            ("ES__HTTP__CORS__ALLOWED_ORIGINS", &origin),
+            ("ES__HTTP__CORS__ALLOW_CREDENTIALS", "true"),
+        ])
+        .await;
+        let browser = Browser::start("other_origin_every_gateway_down").await;
+        let topic = unique_prefix();
+        browser
+            .open(&page.page_url(&nginx.url(), &topic, true))
+            .await;
+        assert_other_page_open(&browser, "through nginx").await;
+
+        // Through the front door too, a preflighted publish from the page.
+        let mut published = Published::default();
+        let outcome = publish_from_other_page(&browser, "from the page", false).await;
+        assert_eq!(outcome["status"], 201, "{outcome}");
+        published.record("from the page".to_owned(), Outcome::Stored(String::new()));
+        let ingest = cluster.ingest.url();
+        publish_some(
+            &cluster.client,
+            &ingest,
+            &topic,
+            "before",
+            4,
+            &mut published,
+        )
+        .await;
+        assert_all_arrive_in(&browser, OTHER_PAGE, &published, "before the outage").await;
+
+        every_gateway_down_for_three_seconds(&mut cluster, &topic, &mut published).await;
+        assert_other_page_open(&browser, "after every gateway came back").await;
+        publish_some(&cluster.client, &ingest, &topic, "after", 5, &mut published).await;
+        assert_all_arrive_in(&browser, OTHER_PAGE, &published, "after the outage").await;
+        browser.screenshot().await;
+
+        // The page met nginx's own answer (a 200 stream after the last
+        // gateway's failure) and took it as a retry, not a CORS failure.
+        let log = nginx.log();
+        let retries = log
+            .lines()
+            .filter(|line| {
+                line.contains(&format!("GET /event-stream?topic={topic}"))
+                    && line.contains("\" 200 ")
+                    && line.contains("upstream_status=50")
+            })
+            .count();
+        assert!(
+            retries >= 1,
+            "the page never met @stream_retry; nginx log:\n{log}"
+        );
+        assert_eq!(
+            ready_state(&browser).await,
+            1,
+            "page: {}",
+            other_page_state(&browser).await
+        );
+        let ids: Vec<String> = received_in(&browser, OTHER_PAGE)
+            .await
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        let unique: std::collections::HashSet<&String> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len(), "an id arrived twice");
     })
     .await;
 }
