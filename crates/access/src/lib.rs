@@ -23,7 +23,7 @@
 //! - [`verifier`]: builds a verifier from its config, verifies a token into a grant.
 //! - [`grant`]: what a verified token allows.
 //! - [`source`]: finds the token in a request (header, cookie, query) and scrubs it from logs.
-//! - [`mod@mint`]: signs claims into a token (tests, and a `mint-token` command later).
+//! - [`mod@mint`]: signs claims into a token (tests, and the binaries' `mint-token` command).
 
 pub mod claims;
 pub mod grant;

@@ -1,4 +1,4 @@
-//! The token format's documented example (docs/DESIGN.md, "Access tokens"):
+//! The token format's documented example (README.md, "Access tokens"):
 //! these constants are the ones shown there; this test keeps them true.
 
 use std::time::{Duration, UNIX_EPOCH};

@@ -2,6 +2,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
+use service_kit::Refusal;
 use shared_types::jsend;
 
 #[derive(Debug, thiserror::Error)]
@@ -13,6 +14,11 @@ pub enum PublishError {
     /// `http.cors.allowed_origins`, tried to publish.
     #[error("origin not allowed")]
     OriginNotAllowed,
+    /// 401 (no token, or a refused one: says why, with `WWW-Authenticate`)
+    /// or 403 (a valid token that does not cover the topic), JSend `fail`;
+    /// only with `auth.publish = "token"`.
+    #[error("{}", access_message(*.0))]
+    Access(Refusal),
     /// 413, JSend `fail`: the body is over `publish.max_body_bytes`.
     #[error("request body is larger than {0} bytes")]
     TooLarge(usize),
@@ -36,6 +42,7 @@ impl ResponseError for PublishError {
         match self {
             PublishError::Invalid(_) => StatusCode::BAD_REQUEST,
             PublishError::OriginNotAllowed => StatusCode::FORBIDDEN,
+            PublishError::Access(refusal) => refusal.status(),
             PublishError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             PublishError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             PublishError::Bus(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -54,7 +61,17 @@ impl ResponseError for PublishError {
                 tracing::error!(%detail, "publish failed unexpectedly");
                 jsend::error(status, self.to_string())
             }
+            PublishError::Access(refusal) => refusal.answer(&self.to_string()),
             _ => jsend::fail(status, self.to_string()),
         }
+    }
+}
+
+/// What a publisher refused access is told.
+fn access_message(refusal: Refusal) -> &'static str {
+    match refusal {
+        Refusal::Missing => "a token is required to publish",
+        Refusal::Invalid(error) => error.message(),
+        Refusal::NotCovered => "the token does not allow publishing to this topic",
     }
 }

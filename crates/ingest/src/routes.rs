@@ -4,6 +4,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::HeaderMap;
 use actix_web::{HttpRequest, HttpResponse, web};
 use service_kit::cors::{Policy, Verdict};
+use service_kit::{Access, Refusal};
 use shared_types::{JSend, Limits, ValidPublish};
 
 use crate::error::PublishError;
@@ -18,6 +19,8 @@ pub struct IngestState {
     pub metrics: PublishMetrics,
     /// `http.cors`: which other origins' pages may publish.
     pub cors: Policy,
+    /// `auth`: whether a publish needs a token.
+    pub access: Access,
 }
 
 /// Everything that decides whether a publish may go ahead, before the bus
@@ -36,10 +39,21 @@ pub fn admit(
     if state.cors.verdict(headers) == Verdict::Refused {
         return Err(PublishError::OriginNotAllowed.into());
     }
-    Ok(body?
+    let grant = state.access.publish_grant(headers).map_err(refused)?;
+    let valid = body?
         .0
         .validate_into(&state.limits)
-        .map_err(PublishError::Invalid)?)
+        .map_err(PublishError::Invalid)?;
+    match grant {
+        Some(grant) if !grant.may_publish(&valid.topic) => Err(refused(Refusal::NotCovered).into()),
+        _ => Ok(valid),
+    }
+}
+
+/// A refused publish, logged by its label.
+fn refused(refusal: Refusal) -> PublishError {
+    tracing::info!(refusal = refusal.label(), "publish refused: access");
+    PublishError::Access(refusal)
 }
 
 /// Admits, publishes, and answers 201 with the tutorial's exact body and

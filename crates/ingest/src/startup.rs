@@ -5,7 +5,7 @@ use operations::Shared;
 use service_kit::compose::{self, NoStreamRoute};
 use service_kit::cors::Policy;
 use service_kit::settings::HttpSettings;
-use service_kit::{App, EVENT_STREAM_PATH, Part, Settings};
+use service_kit::{Access, App, EVENT_STREAM_PATH, Part, Settings};
 
 use crate::extract;
 use crate::metrics::PublishMetrics;
@@ -15,13 +15,19 @@ use crate::settings::PublishSettings;
 /// The publish part: `POST /event-stream` over `shared`'s bus (only POST:
 /// the standalone binary mounts the gateway's GET on the same path), with
 /// its metrics registered in `shared`'s registry and `http.cors` deciding
-/// which other origins may publish.
-pub fn part(settings: &PublishSettings, http: &HttpSettings, shared: &Shared) -> Part {
+/// which other origins may publish and `access` whether a token must.
+pub fn part(
+    settings: &PublishSettings,
+    http: &HttpSettings,
+    access: &Access,
+    shared: &Shared,
+) -> Part {
     let state = IngestState {
         bus: shared.bus.clone(),
         limits: settings.limits(),
         metrics: PublishMetrics::register(&shared.metrics),
         cors: Policy::new(&http.cors),
+        access: access.clone(),
     };
     let max_body_bytes = settings.max_body_bytes;
     Part::new("POST", move |cfg| {
@@ -38,6 +44,6 @@ pub fn part(settings: &PublishSettings, http: &HttpSettings, shared: &Shared) ->
 /// Builds the ingest service over `bus`, bound but not yet running.
 pub fn build(settings: &Settings<PublishSettings>, bus: bus::Bus) -> anyhow::Result<App> {
     let shared = Shared::new(bus);
-    let publish = part(&settings.own, &settings.http, &shared);
+    let publish = part(&settings.own, &settings.http, &settings.access, &shared);
     compose::bind::<NoStreamRoute>(&settings.http, shared, vec![publish], None)
 }

@@ -1,22 +1,32 @@
 //! The command line every binary takes: `--config FILE`, `--help`,
-//! `--version`. Everything else is configured by settings.
+//! `--version`, and `mint-token ...` (see [`crate::mint_token`]).
+//! Everything else is configured by settings.
 
 use std::path::PathBuf;
 
 use crate::error::SettingsError;
+use crate::mint_token::MintArgs;
 
 /// What the command line asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    Run { config_file: Option<PathBuf> },
+    Run {
+        config_file: Option<PathBuf>,
+    },
     Help,
     Version,
+    /// `mint-token ...`: print a token and exit.
+    MintToken(MintArgs),
 }
 
 /// Parses `--config FILE`, `--config=FILE`, `--help` and `--version`.
 pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Command, SettingsError> {
     let mut config_file = None;
-    let mut args = args.into_iter();
+    let mut args = args.into_iter().peekable();
+    if args.peek().map(String::as_str) == Some("mint-token") {
+        args.next();
+        return MintArgs::parse(args).map(Command::MintToken);
+    }
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
@@ -65,5 +75,9 @@ mod tests {
         assert_eq!(args(&["--version"]).unwrap(), Command::Version);
         assert!(args(&["--bogus"]).is_err());
         assert!(args(&["--config"]).is_err());
+        assert!(matches!(
+            args(&["mint-token", "--secret-env", "S"]).unwrap(),
+            Command::MintToken(_)
+        ));
     }
 }

@@ -47,13 +47,26 @@ where
         Ok(Command::Run { config_file }) => config_file,
         Ok(Command::Help) => {
             println!(
-                "{name}: part of event-stream\n\nUSAGE: {name} [--config FILE] | --version | --help\n\n\
+                "{name}: part of event-stream\n\nUSAGE: {name} [--config FILE] | --version | --help\n       {name} {mint}\n\n\
                  Settings come from built-in defaults, then FILE (TOML), then\n\
                  environment variables ES__<SECTION>__<KEY>, e.g. ES__HTTP__PORT=8080.\n\
                  See README.md for every key.",
-                name = defaults.name
+                name = defaults.name,
+                mint = crate::mint_token::USAGE,
             );
             return ExitCode::SUCCESS;
+        }
+        Ok(Command::MintToken(mint)) => {
+            return match mint.mint(|var| std::env::var(var).ok()) {
+                Ok(token) => {
+                    println!("{token}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("{} mint-token: {error}", defaults.name);
+                    ExitCode::from(2)
+                }
+            };
         }
         Ok(Command::Version) => {
             println!("{} {}", defaults.name, env!("CARGO_PKG_VERSION"));

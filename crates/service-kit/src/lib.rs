@@ -6,12 +6,15 @@
 //! own settings section is a [`Section`] in its crate.
 //!
 //! # Layout
-//! - [`args`]: the command line: `--config FILE`, `--help`, `--version`.
+//! - [`args`]: the command line: `--config FILE`, `mint-token`, `--help`, `--version`.
+//! - [`auth`]: the `auth` section and the one access decision: who may
+//!   publish, who may read a private topic.
 //! - [`settings`]: the common sections (`http`, `log`, `bus`, `redis`), their
 //!   rules, and the [`Settings`] tree they form with a binary's own sections.
 //! - [`section`]: the [`Section`] a service defines for its keys, and the
 //!   [`Sections`] a binary runs.
 //! - [`loader`]: layered defaults → file → `ES__` env, strict about keys.
+//! - [`mint_token`]: the `mint-token` command: a signed token for a client.
 //! - [`error`]: why a configuration cannot be used, naming the key.
 //! - [`telemetry`]: tracing subscriber, text or JSON.
 //! - [`binary`]: the shared `main`: arguments, settings, logs, bus, serve.
@@ -23,16 +26,19 @@
 //!   fast path, and the same-origin test for publishes.
 
 pub mod args;
+pub mod auth;
 pub mod binary;
 pub mod compose;
 pub mod cors;
 pub mod error;
 pub mod loader;
+pub mod mint_token;
 pub mod section;
 pub mod server;
 pub mod settings;
 pub mod telemetry;
 
+pub use auth::{Access, Refusal};
 pub use compose::{EVENT_STREAM_PATH, Part};
 pub use error::SettingsError;
 pub use section::{Section, Sections};

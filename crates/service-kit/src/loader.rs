@@ -16,6 +16,7 @@ use std::path::Path;
 
 use config::{Config, Environment, File, FileFormat};
 
+use crate::auth;
 use crate::error::SettingsError;
 use crate::section::{SERVICE_SECTIONS, Sections};
 use crate::settings::{self, BinaryDefaults, Common, Engine, Settings};
@@ -39,6 +40,7 @@ impl<S: Sections> Settings<S> {
         };
         let mut builder = Config::builder()
             .add_source(File::from_str(settings::DEFAULTS, FileFormat::Toml))
+            .add_source(File::from_str(auth::DEFAULTS, FileFormat::Toml))
             .add_source(File::from_str(&S::defaults(), FileFormat::Toml))
             .set_default("http.port", i64::from(defaults.port))?
             .set_default("bus.engine", engine)?;
@@ -47,14 +49,17 @@ impl<S: Sections> Settings<S> {
             builder = builder.add_source(File::from(file).format(FileFormat::Toml).required(true));
         }
         let env = env.unwrap_or_else(|| std::env::vars().collect());
-        let environment = Environment::with_prefix("ES")
-            .prefix_separator("__")
-            .separator("__")
-            .try_parsing(true)
-            // The one list: `ES__HTTP__CORS__ALLOWED_ORIGINS=https://a,https://b`.
-            .list_separator(",")
-            .with_list_parse_key("http.cors.allowed_origins")
-            .source(Some(env.clone()));
+        // The lists: `ES__HTTP__CORS__ALLOWED_ORIGINS=https://a,https://b`.
+        let environment = auth::LIST_KEYS.iter().fold(
+            Environment::with_prefix("ES")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("http.cors.allowed_origins"),
+            |environment, key| environment.with_list_parse_key(key),
+        );
+        let environment = environment.source(Some(env.clone()));
         let config = builder.add_source(environment).build()?;
         let run = S::names();
         for key in leaf_keys(config.clone())? {
@@ -66,6 +71,7 @@ impl<S: Sections> Settings<S> {
         }
         let common: Common = config.clone().try_deserialize()?;
         common.check()?;
+        let access = common.auth.access()?;
         let own = S::extract(&config)?;
         own.check()?;
         Ok(Settings {
@@ -73,6 +79,8 @@ impl<S: Sections> Settings<S> {
             log: common.log,
             bus: common.bus,
             redis: common.redis,
+            auth: common.auth,
+            access,
             own,
         })
     }
@@ -302,7 +310,7 @@ mod tests {
 
         let error = load(&[("ES__ZZZ__QQQQQQQQ", "1")]).unwrap_err().to_string();
         assert!(
-            error.contains("the sections are bus, http, log, publish, redis"),
+            error.contains("the sections are auth, bus, http, log, publish, redis"),
             "{error}"
         );
     }

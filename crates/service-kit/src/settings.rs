@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::auth::{Access, AuthSettings};
 use crate::error::SettingsError;
 use crate::section::{Sections, at_least_one, rule};
 
@@ -43,6 +44,10 @@ pub struct Settings<S = ()> {
     pub log: LogSettings,
     pub bus: BusSettings,
     pub redis: RedisSettings,
+    /// `[auth]` as read; [`Settings::access`] is what it decides.
+    pub auth: AuthSettings,
+    /// The access decision `auth` builds, keys read and checked at load.
+    pub access: Access,
     pub own: S,
 }
 
@@ -53,6 +58,7 @@ pub(crate) struct Common {
     pub(crate) log: LogSettings,
     pub(crate) bus: BusSettings,
     pub(crate) redis: RedisSettings,
+    pub(crate) auth: AuthSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]

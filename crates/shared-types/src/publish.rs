@@ -20,7 +20,10 @@ pub const MAX_EVENT_TYPE_LEN: usize = 64;
 /// besides the publishers'). Refused whatever their case: browsers match
 /// types exactly, but other clients do not all do so, and `Reset` next to
 /// the server's `reset` would mislead a reader of the stream anyway.
-pub const RESERVED_EVENT_TYPES: [&str; 3] = ["error", "open", "reset"];
+pub const RESERVED_EVENT_TYPES: [&str; 4] = ["error", "open", "reset", TOKEN_EXPIRED_EVENT];
+
+/// The event that ends a stream at its token's `exp`.
+pub const TOKEN_EXPIRED_EVENT: &str = "token-expired";
 
 /// Limits that come from configuration rather than from the contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -273,13 +276,24 @@ mod tests {
 
     #[test]
     fn reserved_event_types_are_refused_in_any_case_and_message_is_not() {
-        for event in ["error", "open", "reset", "Error", "OPEN", "rEsEt"] {
+        for event in [
+            "error",
+            "open",
+            "reset",
+            "Error",
+            "OPEN",
+            "rEsEt",
+            "token-expired",
+            "Token-Expired",
+        ] {
             let err = request(Some("hi"), None, Some(event))
                 .validate_into(&Limits::default())
                 .unwrap_err();
             assert_eq!(
                 err,
-                format!("event \"{event}\" is reserved (reserved: error, open, reset)")
+                format!(
+                    "event \"{event}\" is reserved (reserved: error, open, reset, token-expired)"
+                )
             );
         }
         for event in ["message", "errors", "opened", "reset-done", "x.error"] {

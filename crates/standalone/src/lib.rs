@@ -17,8 +17,9 @@ pub type Sections = (PublishSettings, StreamSettings);
 pub fn build(settings: &Settings<Sections>, bus: bus::Bus) -> anyhow::Result<App> {
     let shared = Shared::new(bus);
     let (publish_settings, stream_settings) = &settings.own;
-    let publish = ingest::part(publish_settings, &settings.http, &shared);
-    let (stream, lean) = stream_gateway::part(stream_settings, &settings.http, &shared);
+    let publish = ingest::part(publish_settings, &settings.http, &settings.access, &shared);
+    let (stream, lean) =
+        stream_gateway::part(stream_settings, &settings.http, &settings.access, &shared);
     compose::bind(&settings.http, shared, vec![publish, stream], Some(lean))
 }
 

@@ -1,7 +1,8 @@
 //! Why a stream was refused before it started, and how each client hears it.
 //!
 //! A refusal is *permanent* when asking again cannot help (a bad topic, too
-//! many topics in one subscription): JSend `fail`, 400. Every other one is
+//! many topics in one subscription: JSend `fail`, 400; a private topic
+//! without a token that opens it: JSend `fail`, 401 or 403). Every other one is
 //! *transient* (this replica is stopping or full, the bus refused) and is
 //! written in one of two [`Form`]s. An EventSource treats any answer but a
 //! `200 text/event-stream` as the end, for good (WHATWG HTML, "fail the
@@ -18,6 +19,7 @@ use std::time::Duration;
 use actix_web::http::header::{ACCEPT, HeaderMap, HeaderValue, RETRY_AFTER};
 use actix_web::http::{StatusCode, Version};
 use actix_web::{HttpResponse, ResponseError};
+use service_kit::Refusal;
 use shared_types::jsend;
 
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +28,12 @@ pub enum StreamError {
     /// Permanent: the same request is refused again.
     #[error("request validation error: {0}")]
     Invalid(String),
+    /// 401 (no token, or a refused one: says why, with `WWW-Authenticate`)
+    /// or 403 (a valid token that does not cover every private topic
+    /// named), JSend `fail`. Permanent: an EventSource stops for good, and
+    /// its page must open a new one with a fresh token.
+    #[error("{}", access_message(*.0))]
+    Access(Refusal),
     /// Transient: the bus could not subscribe or replay, or this process
     /// already holds `bus.max_topics` topics.
     #[error("{0}")]
@@ -43,13 +51,14 @@ pub enum StreamError {
 impl StreamError {
     /// Whether asking again later may succeed; see the module docs.
     pub fn is_transient(&self) -> bool {
-        !matches!(self, StreamError::Invalid(_))
+        !matches!(self, StreamError::Invalid(_) | StreamError::Access(_))
     }
 
     /// Why, in a subscriber's words, for the SSE form's comment.
     fn reason(&self) -> &'static str {
         match self {
             StreamError::Invalid(_) => "bad request",
+            StreamError::Access(_) => "access refused",
             StreamError::Bus(bus::Error::TooManyTopics(_)) => "too many topics in use",
             StreamError::Bus(_) => "the event bus is not reachable",
             StreamError::ShuttingDown => "this server is restarting",
@@ -75,6 +84,9 @@ impl StreamError {
 
 impl ResponseError for StreamError {
     fn status_code(&self) -> StatusCode {
+        if let StreamError::Access(refusal) = self {
+            return refusal.status();
+        }
         if self.is_transient() {
             StatusCode::SERVICE_UNAVAILABLE
         } else {
@@ -85,6 +97,9 @@ impl ResponseError for StreamError {
     /// The JSend form: `fail` for a permanent refusal, `error` with
     /// `Retry-After` for a transient one.
     fn error_response(&self) -> HttpResponse {
+        if let StreamError::Access(refusal) = self {
+            return refusal.answer(&self.to_string());
+        }
         if !self.is_transient() {
             return jsend::fail(self.status_code(), self.to_string());
         }
@@ -93,6 +108,15 @@ impl ResponseError for StreamError {
             .headers_mut()
             .insert(RETRY_AFTER, HeaderValue::from_static("1"));
         response
+    }
+}
+
+/// What a subscriber refused access is told.
+fn access_message(refusal: Refusal) -> &'static str {
+    match refusal {
+        Refusal::Missing => "a token is required to read a private topic",
+        Refusal::Invalid(error) => error.message(),
+        Refusal::NotCovered => "the token does not allow reading every topic asked for",
     }
 }
 

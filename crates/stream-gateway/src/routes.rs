@@ -19,6 +19,7 @@ use connection::{RequestHead, StreamEnd, StreamRoute};
 use operations::{Shared, Shutdown};
 use service_kit::cors::Policy;
 use service_kit::settings::HttpSettings;
+use service_kit::{Access, Refusal};
 
 use crate::error::{Form, StreamError, retry_after_refusals, sse_refusal};
 use crate::metrics::StreamMetrics;
@@ -43,12 +44,19 @@ pub struct GatewayState {
     /// `http.cors`: on the actix path actix-cors applies it; the fast path
     /// adds the same headers itself ([`LeanSubscribe`]).
     pub cors: Policy,
+    /// `auth`: which topics are private, and the tokens that open them.
+    pub access: Access,
 }
 
 impl GatewayState {
     /// The state over `shared`, with the stream metrics registered in its
     /// registry.
-    pub fn new(settings: &StreamSettings, http: &HttpSettings, shared: &Shared) -> Self {
+    pub fn new(
+        settings: &StreamSettings,
+        http: &HttpSettings,
+        access: &Access,
+        shared: &Shared,
+    ) -> Self {
         Self {
             bus: shared.bus.clone(),
             stream: StreamConfig {
@@ -63,6 +71,7 @@ impl GatewayState {
             shutdown: shared.shutdown.clone(),
             metrics: StreamMetrics::register(&shared.metrics),
             cors: Policy::new(&http.cors),
+            access: access.clone(),
         }
     }
 }
@@ -80,10 +89,13 @@ pub async fn subscribe(req: HttpRequest, state: web::Data<GatewayState>) -> Http
     }
 }
 
-/// `HEAD`: the request is checked as for `GET` (a bad topic is a 400), then
+/// `HEAD`: the request is checked as for `GET` (a bad topic is a 400, a
+/// private topic without a token that opens it a 401 or 403), then
 /// answered with a stream's status and headers, without subscribing.
 pub async fn head(req: HttpRequest, state: web::Data<GatewayState>) -> HttpResponse {
-    match request::parse(req.query_string(), req.headers(), state.max_topics) {
+    let checked = request::parse(req.query_string(), req.headers(), state.max_topics)
+        .and_then(|request| may_read(&state, req.query_string(), req.headers(), &request));
+    match checked {
         // An empty streamed body: the head says what a `GET` would
         // (chunked), and actix writes no body for `HEAD`.
         Ok(_) => response_head(req.version()).streaming(futures_util::stream::empty::<
@@ -94,8 +106,9 @@ pub async fn head(req: HttpRequest, state: web::Data<GatewayState>) -> HttpRespo
 }
 
 /// Everything a stream request does before its first byte, on both paths:
-/// the refusals (stopping, bad request, too many streams, bus down), then
-/// the stream.
+/// the refusals (stopping, bad request, access, too many streams, bus
+/// down), then the stream. A stream a token opened ends at the token's
+/// `exp`.
 pub async fn admit(
     state: &GatewayState,
     query: &str,
@@ -105,6 +118,7 @@ pub async fn admit(
         return Err(StreamError::ShuttingDown);
     }
     let request = request::parse(query, headers, state.max_topics)?;
+    let expires_at = may_read(state, query, headers, &request)?;
     let permit =
         Permit::acquire(&state.open_streams, state.max_streams).ok_or(StreamError::Full)?;
     Ok(EventStream::open(
@@ -115,8 +129,26 @@ pub async fn admit(
         state.shutdown.clone(),
         state.metrics.clone(),
         permit,
+        expires_at,
     )
     .await?)
+}
+
+/// The access check of a subscription: `Some(exp)` when a token opened a
+/// private topic. A refusal is logged with its label, never the token.
+fn may_read(
+    state: &GatewayState,
+    query: &str,
+    headers: &HeaderMap,
+    request: &request::SubscribeRequest,
+) -> Result<Option<u64>, StreamError> {
+    state
+        .access
+        .may_subscribe(headers, query, &request.topics)
+        .map_err(|refusal: Refusal| {
+            tracing::info!(refusal = refusal.label(), "stream refused: access");
+            StreamError::Access(refusal)
+        })
 }
 
 /// The status and headers of a stream's response to a `version` request.
@@ -234,6 +266,7 @@ mod tests {
                 allow_credentials: false,
                 max_age_secs: 600,
             }),
+            access: Access::open(),
         }
     }
 

@@ -4,7 +4,7 @@ use actix_web::{guard, web};
 use operations::Shared;
 use service_kit::compose;
 use service_kit::settings::HttpSettings;
-use service_kit::{App, Part, Settings};
+use service_kit::{Access, App, Part, Settings};
 
 use crate::page;
 use crate::routes::{self, GatewayState, LeanSubscribe};
@@ -17,9 +17,10 @@ use crate::settings::StreamSettings;
 pub fn part(
     settings: &StreamSettings,
     http: &HttpSettings,
+    access: &Access,
     shared: &Shared,
 ) -> (Part, LeanSubscribe) {
-    let state = GatewayState::new(settings, http, shared);
+    let state = GatewayState::new(settings, http, access, shared);
     let lean = LeanSubscribe(state.clone());
     let part = Part::new("GET", move |cfg| {
         cfg.service(
@@ -37,7 +38,7 @@ pub fn part(
 /// Builds the gateway over `bus`, bound but not yet running.
 pub fn build(settings: &Settings<StreamSettings>, bus: bus::Bus) -> anyhow::Result<App> {
     let shared = Shared::new(bus);
-    let (stream, lean) = part(&settings.own, &settings.http, &shared);
+    let (stream, lean) = part(&settings.own, &settings.http, &settings.access, &shared);
     compose::bind(&settings.http, shared, vec![stream], Some(lean))
 }
 

@@ -13,6 +13,12 @@
 //! back to the bus's history to refill from its own position. So whatever
 //! the engine does, a client never sees a gap it is not told about.
 //!
+//! A stream a token opened ends at the token's `exp`, the way a stream
+//! ends on shutdown (after whatever whole events are pending), with one
+//! last event, [`TOKEN_EXPIRED`], and no `id:`: the client keeps its last
+//! event id, reconnects with a fresh token, and resumes from history with
+//! nothing lost.
+//!
 //! Frames are the events' shared `Bytes` when the subscription has one
 //! topic. With several topics the id names every topic's position, so only
 //! the `id:` line is written per client, in front of the shared body.
@@ -56,6 +62,10 @@ const REPLAY_SLICE: Slice = Slice {
     events: MAX_BATCH,
     bytes: MAX_BATCH_BYTES,
 };
+
+/// The type of the event that ends a stream at its token's `exp`; its data
+/// is `{"reason":"token-expired"}`. Reserved: no publisher can send it.
+pub const TOKEN_EXPIRED: &str = shared_types::publish::TOKEN_EXPIRED_EVENT;
 
 /// How a stream behaves; from `stream.*` settings.
 #[derive(Debug, Clone)]
@@ -117,6 +127,9 @@ pub struct EventStream {
     shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
     /// Set once shutdown began: when this fires the stream ends.
     closing: Option<Pin<Box<Sleep>>>,
+    /// The token's `exp`, for a stream a token opened: when this fires the
+    /// stream ends with a `token-expired` event.
+    expires: Option<Pin<Box<Sleep>>>,
     /// A history read (one slice) for one topic; live events wait meanwhile.
     refill: Option<Refill>,
     /// Which feed is polled first next time, so a busy topic cannot starve
@@ -158,6 +171,8 @@ impl EventStream {
     /// Subscribes to `topics`; a client resuming after a cursor is then
     /// replayed from it as the body is written, any other starts at each
     /// topic's head (one whose cursor was unreadable is told so first).
+    /// `expires_at` (seconds since the Unix epoch) ends it, when given.
+    #[allow(clippy::too_many_arguments)]
     pub async fn open(
         bus: Bus,
         topics: &[String],
@@ -166,6 +181,7 @@ impl EventStream {
         shutdown: Shutdown,
         metrics: StreamMetrics,
         permit: Permit,
+        expires_at: Option<u64>,
     ) -> Result<Self, bus::Error> {
         // Only a resuming client needs history; a fresh one starts where
         // its subscription does, which the bus reports with it.
@@ -198,6 +214,7 @@ impl EventStream {
             last_sent: now,
             shutdown: Box::pin(shutdown.token().clone().cancelled_owned()),
             closing: None,
+            expires: None,
             refill: None,
             next_feed: 0,
             finished: false,
@@ -212,6 +229,18 @@ impl EventStream {
             for index in 0..stream.feeds.len() {
                 stream.push_reset(index, "cursor-invalid");
             }
+        }
+        match expires_at.map(time_left) {
+            // Already past (a token inside the verifier's leeway): the
+            // stream says so and ends before reading anything.
+            Some(Duration::ZERO) => {
+                stream.push(token_expired_frame());
+                stream.finished = true;
+            }
+            Some(left) => {
+                stream.expires = Some(Box::pin(tokio::time::sleep_until(now + left)));
+            }
+            None => {}
         }
         stream.metrics.connections().inc();
         Ok(stream)
@@ -375,6 +404,17 @@ impl Stream for EventStream {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         loop {
+            // The token's time is up: the whole events already pending, the
+            // last one, then the end; not one more event is read, from
+            // history or live.
+            if let Some(expires) = this.expires.as_mut()
+                && expires.as_mut().poll(cx).is_ready()
+            {
+                this.expires = None;
+                this.refill = None;
+                this.push(token_expired_frame());
+                this.finished = true;
+            }
             // A refill runs alone: live events wait in the ring until it is
             // written, then those already covered are skipped.
             if let Some(refill) = this.refill.as_mut() {
@@ -445,6 +485,20 @@ impl Stream for EventStream {
     }
 }
 
+/// The time until `exp` (seconds since the Unix epoch); zero once past.
+fn time_left(exp: u64) -> Duration {
+    (std::time::UNIX_EPOCH + Duration::from_secs(exp))
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or(Duration::ZERO)
+}
+
+/// `event: token-expired` with its reason, and no `id:`.
+fn token_expired_frame() -> Bytes {
+    let mut frame = BytesMut::new();
+    encode_body(&mut frame, TOKEN_EXPIRED, r#"{"reason":"token-expired"}"#);
+    frame.freeze()
+}
+
 impl Drop for EventStream {
     fn drop(&mut self) {
         // A stream dropped while lagging was ended from outside: the kernel
@@ -501,6 +555,7 @@ mod tests {
             Shutdown::new(),
             StreamMetrics::register(&operations::Metrics::new()),
             Permit::acquire(&open, 1).unwrap(),
+            None,
         )
         .await
         .unwrap();

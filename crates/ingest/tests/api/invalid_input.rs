@@ -153,12 +153,12 @@ async fn json_bodies_that_break_a_field_rule_get_400_naming_the_rule() {
         ),
         (
             json!({"message": "hi", "event": "error"}),
-            r#"event "error" is reserved (reserved: error, open, reset)"#,
+            r#"event "error" is reserved (reserved: error, open, reset, token-expired)"#,
             "an event type browsers hand to onerror",
         ),
         (
             json!({"message": "hi", "event": "Reset"}),
-            r#"event "Reset" is reserved (reserved: error, open, reset)"#,
+            r#"event "Reset" is reserved (reserved: error, open, reset, token-expired)"#,
             "the server's own event type, in another case",
         ),
     ];

@@ -21,13 +21,13 @@ enum Path {
 /// What a client sees of an answer: status, the headers that matter, and
 /// the body (a whole JSend refusal, or a stream's first bytes).
 #[derive(Debug, PartialEq, Eq)]
-struct Answer {
-    status: u16,
-    content_type: Option<String>,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) content_type: Option<String>,
     cache_control: Option<String>,
     accel_buffering: Option<String>,
     retry_after: Option<String>,
-    body: String,
+    pub(crate) body: String,
     /// A whole SSE body (one with a length, not a stream), as an
     /// EventSource reads it, `retry:` values set to 0 ...
     items: Vec<Item>,
@@ -103,7 +103,7 @@ async fn get(app: &TestApp, path: Path, query: &str, headers: HeaderMap) -> Answ
 }
 
 /// The answer on both paths, which must agree; returns both.
-async fn on_both_paths(
+pub(crate) async fn on_both_paths(
     app: &TestApp,
     query: &str,
     headers: HeaderMap,

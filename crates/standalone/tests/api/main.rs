@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used, unreachable_pub)]
 
 mod admission;
+mod auth;
 mod binary;
 mod connection;
 mod cors;

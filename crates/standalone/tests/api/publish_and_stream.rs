@@ -157,7 +157,7 @@ async fn reserved_event_types_are_refused_with_400_naming_the_rule() {
         let expected = serde_json::json!({
             "status": "fail",
             "data": format!(
-                "request validation error: event \"{event}\" is reserved (reserved: error, open, reset)"
+                "request validation error: event \"{event}\" is reserved (reserved: error, open, reset, token-expired)"
             ),
         });
         let fields = [("message", "m"), ("topic", "spoof"), ("event", event)];
