@@ -66,6 +66,18 @@ impl Cluster {
     pub async fn publish(&self, topic: &str, message: &str) -> Outcome {
         publish(&self.client, &self.ingest.url(), topic, message).await
     }
+
+    /// Publishes `count` messages `<label>-<n>` to `topic` through ingest.
+    pub async fn publish_numbered(
+        &self,
+        topic: &str,
+        label: &str,
+        count: usize,
+        published: &mut Published,
+    ) {
+        let ingest = self.ingest.url();
+        publish_numbered(&self.client, &ingest, topic, label, count, published).await;
+    }
 }
 
 /// The settings every service of a cluster gets: the Redis engine at
@@ -113,6 +125,23 @@ pub async fn publish(client: &reqwest::Client, base: &str, topic: &str, message:
             ))
         }
         Err(error) => Outcome::Refused(error.to_string()),
+    }
+}
+
+/// Publishes `count` messages `<label>-<n>` to `topic` at `base`, one
+/// after another, recording each outcome in `published`.
+pub async fn publish_numbered(
+    client: &reqwest::Client,
+    base: &str,
+    topic: &str,
+    label: &str,
+    count: usize,
+    published: &mut Published,
+) {
+    for n in 0..count {
+        let message = format!("{label}-{n}");
+        let outcome = publish(client, base, topic, &message).await;
+        published.record(message, outcome);
     }
 }
 

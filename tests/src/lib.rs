@@ -6,6 +6,7 @@
 //! - [`process`]: builds and starts the binaries on free ports; stops them
 //!   with signals.
 //! - [`cluster`]: Redis + one ingest + N gateways, wired together.
+//! - [`metrics`]: what a service's `/metrics` says.
 //! - [`nginx`]: Debian's nginx with the repository's front-door config.
 //! - [`other_origin`]: a static page on another origin that subscribes and
 //!   publishes, for what browsers allow across origins.
@@ -16,6 +17,7 @@
 
 pub mod check;
 pub mod cluster;
+pub mod metrics;
 pub mod nginx;
 pub mod other_origin;
 pub mod process;

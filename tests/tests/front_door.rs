@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use e2e::check::assert_delivered;
 use e2e::cluster::{Cluster, Outcome, Published, publish};
+use e2e::metrics::open_streams;
 use e2e::nginx::Nginx;
 use e2e::subscriber::Subscriber;
 use e2e::{PATIENCE, wait_until};
@@ -82,21 +83,6 @@ async fn two_small_gateways(max_streams: &str) -> (Cluster, Nginx) {
 
 fn gateway_addresses(cluster: &Cluster) -> Vec<String> {
     cluster.gateway_urls().iter().map(|u| address(u)).collect()
-}
-
-/// The `es_stream_connections` gauge of a gateway's /metrics.
-async fn open_streams(client: &reqwest::Client, gateway: &str) -> Option<u64> {
-    let text = client
-        .get(format!("{gateway}/metrics"))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find_map(|line| line.strip_prefix("es_stream_connections "))
-        .and_then(|value| value.trim().parse().ok())
 }
 
 #[tokio::test]

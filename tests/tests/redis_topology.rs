@@ -12,21 +12,6 @@ use e2e::subscriber::Subscriber;
 use e2e::{PATIENCE, RedisServer, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Publishes `count` messages `"{tag}-{i}"` to `topic`, one after another.
-async fn publish_many(
-    cluster: &Cluster,
-    topic: &str,
-    tag: &str,
-    count: usize,
-    published: &mut Published,
-) {
-    for i in 0..count {
-        let message = format!("{tag}-{i}");
-        let outcome = cluster.publish(topic, &message).await;
-        published.record(message, outcome);
-    }
-}
-
 /// Waits until every subscriber has received every acknowledged message.
 async fn wait_for_all(subscribers: &[Subscriber], published: &Published) {
     for (index, subscriber) in subscribers.iter().enumerate() {
@@ -60,7 +45,9 @@ async fn subscribers_on_every_gateway_get_every_event() {
         }
     }
     let mut published = Published::default();
-    publish_many(&cluster, "fanout", "m", 200, &mut published).await;
+    cluster
+        .publish_numbered("fanout", "m", 200, &mut published)
+        .await;
     assert_eq!(
         published.stored.len(),
         200,
@@ -96,7 +83,9 @@ async fn a_subscriber_resumes_on_another_replica_with_last_event_id() {
         Some(sse_reader::Item::Retry(_))
     ));
     let mut published = Published::default();
-    publish_many(&cluster, "move", "a", 10, &mut published).await;
+    cluster
+        .publish_numbered("move", "a", 10, &mut published)
+        .await;
     let mut last = String::new();
     for expected in &published.stored {
         let event = stream.next_event_timeout(PATIENCE).await.unwrap().unwrap();
@@ -104,7 +93,9 @@ async fn a_subscriber_resumes_on_another_replica_with_last_event_id() {
         last = event.id;
     }
     drop(stream);
-    publish_many(&cluster, "move", "b", 10, &mut published).await;
+    cluster
+        .publish_numbered("move", "b", 10, &mut published)
+        .await;
     let resumed = client
         .get(format!(
             "{}/event-stream?topic=move",
@@ -149,7 +140,9 @@ async fn redis_killed_and_restarted_loses_no_acknowledged_event_and_announces_th
         Subscriber::start(vec![urls[1].clone()], "topic=crash").await,
     ];
     let mut published = Published::default();
-    publish_many(&cluster, "crash", "before", 30, &mut published).await;
+    cluster
+        .publish_numbered("crash", "before", 30, &mut published)
+        .await;
     wait_for_all(&subscribers, &published).await;
 
     cluster.redis.kill();
@@ -165,7 +158,9 @@ async fn redis_killed_and_restarted_loses_no_acknowledged_event_and_announces_th
         took < Duration::from_secs(5),
         "a publish during the outage took {took:?}"
     );
-    publish_many(&cluster, "crash", "during", 5, &mut published).await;
+    cluster
+        .publish_numbered("crash", "during", 5, &mut published)
+        .await;
     assert!(
         published.stored.iter().all(|m| m.starts_with("before")),
         "nothing is acknowledged while Redis is down"
@@ -185,7 +180,9 @@ async fn redis_killed_and_restarted_loses_no_acknowledged_event_and_announces_th
     for gateway in &cluster.gateways {
         gateway.wait_ready().await;
     }
-    publish_many(&cluster, "crash", "after", 30, &mut published).await;
+    cluster
+        .publish_numbered("crash", "after", 30, &mut published)
+        .await;
     assert!(
         published
             .stored
@@ -401,7 +398,9 @@ async fn a_frozen_redis_is_detected_and_recovered() {
     let gateway = cluster.gateways[0].url();
     let subscriber = Subscriber::start(vec![gateway.clone()], "topic=freeze").await;
     let mut published = Published::default();
-    publish_many(&cluster, "freeze", "before", 10, &mut published).await;
+    cluster
+        .publish_numbered("freeze", "before", 10, &mut published)
+        .await;
 
     cluster.redis.stop();
     let client = reqwest::Client::new();
@@ -424,7 +423,9 @@ async fn a_frozen_redis_is_detected_and_recovered() {
     );
 
     cluster.gateways[0].wait_ready().await;
-    publish_many(&cluster, "freeze", "after", 10, &mut published).await;
+    cluster
+        .publish_numbered("freeze", "after", 10, &mut published)
+        .await;
     wait_for_all(std::slice::from_ref(&subscriber), &published).await;
     let seen = subscriber.finish().await;
     let data: Vec<String> = seen.events.iter().map(|e| e.data.clone()).collect();
@@ -457,7 +458,9 @@ async fn a_killed_pubsub_connection_leaves_no_gap() {
         }
     });
     let mut published = Published::default();
-    publish_many(&cluster, "blip", "m", 400, &mut published).await;
+    cluster
+        .publish_numbered("blip", "m", 400, &mut published)
+        .await;
     killer.await.unwrap();
     assert_eq!(
         published.stored.len(),
@@ -504,11 +507,13 @@ async fn a_gateway_stopped_mid_stream_hands_its_clients_to_another_without_loss(
             .push(Subscriber::start(vec![urls[0].clone(), urls[1].clone()], "topic=roll").await);
     }
     let mut published = Published::default();
-    publish_many(&cluster, "roll", "a", 50, &mut published).await;
+    cluster
+        .publish_numbered("roll", "a", 50, &mut published)
+        .await;
     let mut gateway = cluster.gateways.remove(0);
     let publishing = async {
         let mut local = Published::default();
-        publish_many(&cluster, "roll", "b", 150, &mut local).await;
+        cluster.publish_numbered("roll", "b", 150, &mut local).await;
         local
     };
     let (status, more) = tokio::join!(gateway.terminate(), publishing);
@@ -634,6 +639,8 @@ async fn a_reconnect_storm_gets_every_client_served_or_refused_with_a_status() {
     cluster.gateways[0].wait_ready().await;
     let mut published = Published::default();
     let subscriber = Subscriber::start(vec![cluster.gateways[0].url()], "topic=storm").await;
-    publish_many(&cluster, "storm", "after", 5, &mut published).await;
+    cluster
+        .publish_numbered("storm", "after", 5, &mut published)
+        .await;
     wait_for_all(std::slice::from_ref(&subscriber), &published).await;
 }
