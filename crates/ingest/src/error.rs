@@ -30,7 +30,9 @@ pub enum PublishError {
     UnsupportedMediaType(String),
     /// 503, JSend `error`: the bus did not confirm the event; nothing was
     /// published and the client may retry.
-    #[error("{0}")]
+    /// The client hears [`bus::Error::public_message`]; the engine's own
+    /// text goes only to the log.
+    #[error("{}", .0.public_message())]
     Bus(#[from] bus::Error),
     /// 500, JSend `error`: a bug or an I/O failure; details only in the log.
     #[error("internal error")]

@@ -36,7 +36,9 @@ pub enum StreamError {
     Access(Refusal),
     /// Transient: the bus could not subscribe or replay, or this process
     /// already holds `bus.max_topics` topics.
-    #[error("{0}")]
+    /// The client hears [`bus::Error::public_message`]; the engine's own
+    /// text goes only to the log.
+    #[error("{}", .0.public_message())]
     Bus(#[from] bus::Error),
     /// Transient: this replica is stopping; another one serves.
     #[error("shutting down")]
