@@ -184,6 +184,17 @@ fn close_delimited_for(version: Version, response: &mut HttpResponse) {
 #[derive(Debug, Clone)]
 pub struct LeanSubscribe(pub GatewayState);
 
+impl LeanSubscribe {
+    /// `response` with the CORS headers actix-cors would have added on
+    /// actix's path: every answer this path writes goes through here, once.
+    fn with_cors(&self, head: &RequestHead, mut response: HttpResponse) -> Response<BoxBody> {
+        let cors = &self.0.cors;
+        let verdict = cors.judge(&head.headers, &head.method);
+        cors.add_headers(&head.headers, verdict, response.headers_mut());
+        response.into()
+    }
+}
+
 impl StreamRoute for LeanSubscribe {
     type Body = EventStream;
 
@@ -195,40 +206,32 @@ impl StreamRoute for LeanSubscribe {
         &self,
         head: &RequestHead,
     ) -> Result<(Response<BoxBody>, EventStream), Response<BoxBody>> {
-        let cors = &self.0.cors;
-        let verdict = cors.judge(&head.headers, &head.method);
         match admit(&self.0, head.uri.query().unwrap_or_default(), &head.headers).await {
             Ok(stream) => {
                 let mut response = response_head(head.version).finish();
                 close_delimited_for(head.version, &mut response);
-                cors.add_headers(&head.headers, verdict, response.headers_mut());
-                Ok((response.into(), stream))
+                Ok((self.with_cors(head, response), stream))
             }
-            Err(error) => {
-                let mut response = error.answer(&head.headers, head.version, self.0.stream.retry);
-                cors.add_headers(&head.headers, verdict, response.headers_mut());
-                Err(response.into())
-            }
+            Err(error) => Err(self.with_cors(
+                head,
+                error.answer(&head.headers, head.version, self.0.stream.retry),
+            )),
         }
     }
 
     /// The per-address cap is transient too: an EventSource gets the SSE
     /// form, with a delay that grows with the address's refusals in a row
     /// (the connection layer counts them while the address holds
-    /// connections).
-    /// It carries the CORS headers of any other answer: a page on another
-    /// origin must be able to read it to retry.
+    /// connections). It carries the CORS headers of any other answer: a
+    /// page on another origin must be able to read it to retry.
     fn over_address_limit(&self, head: &RequestHead, refusals: u32) -> Option<Response<BoxBody>> {
         (Form::for_request(&head.headers) == Form::Sse).then(|| {
-            let mut response = sse_refusal(
+            let response = sse_refusal(
                 head.version,
                 retry_after_refusals(self.0.stream.retry, refusals),
                 "too many connections from this address",
             );
-            let cors = &self.0.cors;
-            let verdict = cors.judge(&head.headers, &head.method);
-            cors.add_headers(&head.headers, verdict, response.headers_mut());
-            response.into()
+            self.with_cors(head, response)
         })
     }
 
