@@ -138,7 +138,7 @@ pub(crate) async fn serve<R: StreamRoute, O: Observer>(io: TcpStream, worker: Rc
         };
         // A statement of its own: the boxed future is freed before the body
         // is written, not kept for the stream's life as a match temporary.
-        let opened = Box::pin(open(&worker, route, request, codec)).await;
+        let opened = Box::pin(open(&worker, route, request, codec, io.peer_addr().ok())).await;
         let keep_alive = match opened {
             Err(error) => Err(error),
             Ok(Opened::Refused {
@@ -301,14 +301,17 @@ enum Opened<B> {
 }
 
 /// Asks the route for the stream and encodes the response head exactly as
-/// actix would; gives the request to the observer.
+/// actix would; gives the request to the observer. The head carries the
+/// peer's address, as actix's requests do.
 async fn open<R: StreamRoute, O: Observer>(
     worker: &Worker<R, O>,
     route: &R,
-    request: Request,
+    mut request: Request,
     mut codec: Codec,
+    peer: Option<std::net::SocketAddr>,
 ) -> io::Result<Opened<R::Body>> {
     let started = std::time::Instant::now();
+    request.head_mut().peer_addr = peer;
     let opened = route.open(request.head()).await;
     drop(request);
     let status = match &opened {

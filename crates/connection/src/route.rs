@@ -21,7 +21,7 @@ pub trait StreamRoute: Clone + Send + 'static {
 
     /// Opens a stream for a bodiless `GET` of [`StreamRoute::path`]: the
     /// response head (its body is ignored) and the body, or a whole
-    /// response refusing it.
+    /// response refusing it. `head.peer_addr` is the TCP peer's address.
     ///
     /// A head with `no_chunking` set (what HTTP/1.0 requests need) gets a
     /// close-delimited body: frames written bare, then the connection

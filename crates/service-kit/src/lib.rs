@@ -22,12 +22,15 @@
 //!   what they share, bound on one port.
 //! - [`server`]: builds the actix-web app, serves it through the `connection` crate,
 //!   shuts down on a signal within a grace period.
+//! - [`client`]: who a request is from (trusted proxies' forwarding
+//!   headers) and its request id.
 //! - [`cors`]: cross-origin requests: one decision for actix-cors and the
 //!   fast path, and the same-origin test for publishes.
 
 pub mod args;
 pub mod auth;
 pub mod binary;
+pub mod client;
 pub mod compose;
 pub mod cors;
 pub mod error;
@@ -39,6 +42,7 @@ pub mod settings;
 pub mod telemetry;
 
 pub use auth::{Access, Refusal};
+pub use client::{Client, RequestId, TrustedProxies};
 pub use compose::{EVENT_STREAM_PATH, Part};
 pub use error::SettingsError;
 pub use section::{Section, Sections};

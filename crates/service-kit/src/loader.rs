@@ -56,7 +56,8 @@ impl<S: Sections> Settings<S> {
                 .separator("__")
                 .try_parsing(true)
                 .list_separator(",")
-                .with_list_parse_key("http.cors.allowed_origins"),
+                .with_list_parse_key("http.cors.allowed_origins")
+                .with_list_parse_key("http.trusted_proxies"),
             |environment, key| environment.with_list_parse_key(key),
         );
         let environment = environment.source(Some(env.clone()));

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::auth::{Access, AuthSettings};
+use crate::client::TrustedProxies;
 use crate::error::SettingsError;
 use crate::section::{Sections, at_least_one, rule};
 
@@ -88,6 +89,10 @@ pub struct HttpSettings {
     pub send_timeout_ms: u64,
     /// Which other origins' pages may use the API (see [`crate::cors`]).
     pub cors: CorsSettings,
+    /// Proxies (addresses or networks) whose `X-Forwarded-For`,
+    /// `X-Real-IP` and `X-Request-Id` are believed; see [`crate::client`].
+    /// Read through [`HttpSettings::trusted_proxies`].
+    pub trusted_proxies: Vec<String>,
 }
 
 /// Cross-origin requests (CORS): which pages on other origins may read
@@ -231,6 +236,7 @@ impl Common {
         if let Err(why) = check_log_level(&self.log.level) {
             return Err(rule("log.level", why));
         }
+        self.http.trusted_proxies()?;
         self.http.cors.check()
     }
 }
@@ -273,6 +279,11 @@ impl<S: Sections> Settings<S> {
 }
 
 impl HttpSettings {
+    /// `trusted_proxies`, parsed (checked when the settings load).
+    pub fn trusted_proxies(&self) -> Result<TrustedProxies, SettingsError> {
+        TrustedProxies::parse(&self.trusted_proxies)
+    }
+
     /// `workers`, or when 0, one per CPU core.
     pub fn workers(&self) -> usize {
         match self.workers {
@@ -339,6 +350,7 @@ max_connections = 0
 max_connections_per_address = 1000
 request_timeout_ms = 5000
 send_timeout_ms = 30000
+trusted_proxies = []
 
 [http.cors]
 allowed_origins = []
