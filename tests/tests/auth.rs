@@ -118,3 +118,169 @@ async fn token_publish_and_private_subscribe_by_cookie_and_by_query_through_ngin
         "the query token in nginx's log: {log}"
     );
 }
+
+/// The token mode's other cases through nginx: a public topic needs no
+/// token, a private one opens with a header token, and a stream whose token
+/// runs out ends with `token-expired`; the client comes back with a fresh
+/// token and its last id and gets exactly what was published meanwhile.
+#[tokio::test]
+async fn public_topics_header_tokens_and_a_seamless_resume_after_expiry_through_nginx() {
+    let cluster = Cluster::start(
+        1,
+        &[
+            ("ES__AUTH__PUBLISH", "token"),
+            ("ES__AUTH__PRIVATE_TOPICS", "chat.*"),
+            ("ES__AUTH__HS256_SECRETS", SECRET),
+            ("ES__AUTH__LEEWAY_SECS", "0"),
+        ],
+    )
+    .await;
+    let gateways: Vec<String> = cluster.gateway_urls().iter().map(|u| address(u)).collect();
+    let nginx = Nginx::start(&[address(&cluster.ingest.url())], &gateways).await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/event-stream", nginx.url());
+    let writer = mint(&["--publish", "*"]);
+    let publish = |topic: &'static str, message: String| {
+        let request = client
+            .post(&url)
+            .bearer_auth(&writer)
+            .json(&serde_json::json!({"message": message, "topic": topic}));
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 201, "{message}");
+            response.headers()["x-event-id"]
+                .to_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+
+    // A public topic in token mode: read without any token.
+    let mut public = open(client.get(format!("{url}?topic=news"))).await;
+    publish("news", "open to all".into()).await;
+    let event = public.next_event_timeout(PATIENCE).await.unwrap().unwrap();
+    assert_eq!(event.data, "open to all");
+
+    // A private topic by header token.
+    let reader = mint(&["--subscribe", "chat.*"]);
+    let mut by_header = open(
+        client
+            .get(format!("{url}?topic=chat.room"))
+            .bearer_auth(&reader),
+    )
+    .await;
+    // And by a query token that runs out in 3 s.
+    let short = mint(&["--subscribe", "chat.*", "--ttl", "3"]);
+    let mut expiring =
+        open(client.get(format!("{url}?topic=chat.room&access_token={short}"))).await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        ids.push(publish("chat.room", format!("before-{n}")).await);
+    }
+    for stream in [&mut by_header, &mut expiring] {
+        for n in 0..3 {
+            let event = stream.next_event_timeout(PATIENCE).await.unwrap().unwrap();
+            assert_eq!(event.data, format!("before-{n}"));
+        }
+    }
+    let last_seen = expiring.last_event_id().to_owned();
+    assert_eq!(last_seen, ids[2]);
+
+    // The token's exp ends the stream with one last event, after a whole one.
+    let end = expiring
+        .next_event_timeout(std::time::Duration::from_secs(10))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(end.event, "token-expired");
+    assert_eq!(end.data, r#"{"reason":"token-expired"}"#);
+    assert_eq!(
+        expiring.last_event_id(),
+        last_seen,
+        "token-expired carries no id"
+    );
+    assert!(
+        expiring
+            .next_item_timeout(PATIENCE)
+            .await
+            .unwrap()
+            .is_none(),
+        "the stream ends after token-expired"
+    );
+    // The expired token is refused now, as it should be...
+    let stale = client
+        .get(format!("{url}?topic=chat.room&access_token={short}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), 401);
+
+    // ...while events go on being published.
+    for n in 0..3 {
+        publish("chat.room", format!("after-{n}")).await;
+    }
+    let fresh = mint(&["--subscribe", "chat.*"]);
+    let mut resumed = open(
+        client
+            .get(format!("{url}?topic=chat.room&access_token={fresh}"))
+            .header("Last-Event-ID", &last_seen),
+    )
+    .await;
+    for n in 0..3 {
+        let event = resumed.next_event_timeout(PATIENCE).await.unwrap().unwrap();
+        assert_eq!(event.event, "message", "no reset: {event:?}");
+        assert_eq!(event.data, format!("after-{n}"));
+    }
+    // The header-token stream saw everything once, uninterrupted.
+    for n in 0..3 {
+        let event = by_header
+            .next_event_timeout(PATIENCE)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(event.data, format!("after-{n}"));
+    }
+}
+
+/// Open mode through nginx: publishing needs no token, and still a private
+/// topic needs one to be read.
+#[tokio::test]
+async fn open_mode_publishes_without_tokens_and_private_topics_stay_private_through_nginx() {
+    let cluster = Cluster::start(
+        1,
+        &[
+            ("ES__AUTH__PUBLISH", "open"),
+            ("ES__AUTH__PRIVATE_TOPICS", "chat.*"),
+            ("ES__AUTH__HS256_SECRETS", SECRET),
+        ],
+    )
+    .await;
+    let gateways: Vec<String> = cluster.gateway_urls().iter().map(|u| address(u)).collect();
+    let nginx = Nginx::start(&[address(&cluster.ingest.url())], &gateways).await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/event-stream", nginx.url());
+    let refused = client
+        .get(format!("{url}?topic=chat.room"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    let reader = mint(&["--subscribe", "chat.room"]);
+    let mut private = open(
+        client
+            .get(format!("{url}?topic=chat.room"))
+            .header("Cookie", format!("es_token={reader}")),
+    )
+    .await;
+    for topic in ["chat.room", "default"] {
+        let published = client
+            .post(&url)
+            .json(&serde_json::json!({"message": "no token needed", "topic": topic}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(published.status(), 201, "{topic}");
+    }
+    let event = private.next_event_timeout(PATIENCE).await.unwrap().unwrap();
+    assert_eq!(event.data, "no token needed");
+}

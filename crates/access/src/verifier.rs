@@ -371,7 +371,8 @@ impl Verifier {
         let now = now
             .duration_since(UNIX_EPOCH)
             .map_or(0, |since| since.as_secs());
-        if claims.exp.saturating_add(self.leeway_secs) < now {
+        // RFC 7519 §4.1.4: the current time must be *before* `exp`.
+        if claims.exp.saturating_add(self.leeway_secs) <= now {
             return Err(TokenError::Expired);
         }
         if claims

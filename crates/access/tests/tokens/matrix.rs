@@ -112,14 +112,15 @@ fn expiry_and_not_before_count_the_leeway_to_the_second() {
     for family in families() {
         let verifier = family.verifier(); // default leeway: 5 s
         let expiring = family.mint(&Claims::new(NOW));
-        assert!(verifier.verify(&expiring, at(NOW)).is_ok());
+        assert!(verifier.verify(&expiring, at(NOW - 1)).is_ok());
         assert!(
-            verifier.verify(&expiring, at(NOW + 5)).is_ok(),
+            verifier.verify(&expiring, at(NOW + 4)).is_ok(),
             "within the leeway"
         );
         assert_eq!(
-            verifier.verify(&expiring, at(NOW + 6)),
-            Err(TokenError::Expired)
+            verifier.verify(&expiring, at(NOW + 5)),
+            Err(TokenError::Expired),
+            "valid only before exp + leeway (RFC 7519 §4.1.4)"
         );
         assert_eq!(
             verifier.verify(&expiring, at(NOW + 86_400)),
@@ -155,8 +156,12 @@ fn leeway_is_configurable_and_zero_means_none() {
     })
     .expect("valid");
     let token = family.mint(&Claims::new(NOW));
-    assert!(strict.verify(&token, at(NOW)).is_ok());
-    assert_eq!(strict.verify(&token, at(NOW + 1)), Err(TokenError::Expired));
+    assert!(strict.verify(&token, at(NOW - 1)).is_ok());
+    assert_eq!(
+        strict.verify(&token, at(NOW)),
+        Err(TokenError::Expired),
+        "at exp itself a token is expired"
+    );
 }
 
 #[test]

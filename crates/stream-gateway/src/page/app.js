@@ -4,6 +4,9 @@
 //
 // The page's address may preset the forms: `?topics=a,b&types=message,x`,
 // and `lastEventId=0-0` to start from the topics' retained history.
+// A token typed in the Token field goes with the stream as
+// `?access_token=` (an EventSource cannot send headers) and with publishes
+// as `Authorization: Bearer`; the page keeps it nowhere else.
 //
 // Test hook (read by the browser tests; nothing on the page depends on it):
 //   window.esReceived     every event received, in order: {id, type, data}
@@ -21,6 +24,10 @@
   const words = (text) => text.split(/[\s,]+/).filter(Boolean);
   const params = new URLSearchParams(location.search);
   let source = null;
+  // The last event id seen, with the topics it belongs to: a new
+  // connection to the same topics resumes from it.
+  let resume = { topics: null, id: params.get("lastEventId") };
+  let following = null;
 
   window.esReceived = [];
   window.esState = "CLOSED";
@@ -38,6 +45,7 @@
     window.esReceived.push(entry);
     if (window.esReceived.length > KEPT) window.esReceived.shift();
     $("last-id").textContent = entry.id || "none";
+    if (entry.id) resume = { topics: following, id: entry.id };
 
     const item = document.createElement("li");
     const meta = document.createElement("div");
@@ -46,11 +54,13 @@
     type.className = "type";
     type.textContent = entry.type;
     meta.append(type, " · id ", entry.id || "(none)");
-    if (entry.type === "reset") {
+    if (entry.type === "reset" || entry.type === "token-expired") {
       item.className = "reset";
       const note = document.createElement("span");
       note.className = "note";
-      note.textContent = " · history did not reach back: events may have been missed";
+      note.textContent = entry.type === "reset"
+        ? " · history did not reach back: events may have been missed"
+        : " · the token expired";
       meta.append(note);
     }
     const data = document.createElement("pre");
@@ -66,7 +76,12 @@
     const query = new URLSearchParams();
     const topics = words($("topics").value);
     for (const topic of topics.length ? topics : ["default"]) query.append("topic", topic);
-    if (params.get("lastEventId")) query.set("lastEventId", params.get("lastEventId"));
+    following = query.toString();
+    if (resume.id && (resume.topics === null || resume.topics === following)) {
+      query.set("lastEventId", resume.id);
+    }
+    const token = $("token").value.trim();
+    if (token) query.set("access_token", token);
     const es = new EventSource("event-stream?" + query);
     source = es;
     showState("CONNECTING");
@@ -88,6 +103,13 @@
     };
     const types = new Set(words($("types").value));
     types.add("reset");
+    // The stream's token ran out: the browser would reconnect with the
+    // same token and be refused for good, so stop here and say so.
+    es.addEventListener("token-expired", (event) => {
+      received(event);
+      disconnect();
+      $("answer").textContent = "the token expired: paste a fresh one and Connect (the stream resumes where it stopped)";
+    });
     for (const type of types) {
       if (type !== "open" && type !== "error") es.addEventListener(type, received);
     }
@@ -107,9 +129,12 @@
     answer.textContent = "publishing…";
     delete answer.dataset.ok;
     try {
+      const headers = { "Content-Type": "application/json" };
+      const token = $("token").value.trim();
+      if (token) headers.Authorization = "Bearer " + token;
       const response = await fetch("event-stream", {
         method: "POST",
-        headers: { "Content-Type": "application/json" },
+        headers,
         body: JSON.stringify(body),
       });
       const text = await response.text();
