@@ -209,6 +209,14 @@ pub struct Args {
     #[arg(long)]
     pub label: Option<String>,
 
+    /// An environment variable holding a token for a server in token mode
+    /// (`auth.publish = "token"`, private topics): publishes send it as
+    /// `Authorization: Bearer`, subscriptions as `access_token=` in the
+    /// URL, as an EventSource must. Read from the environment, not the
+    /// command line; never written to the report.
+    #[arg(long, value_name = "VAR")]
+    pub token_env: Option<String>,
+
     /// Allow non-loopback targets (never needed on one machine).
     #[arg(long)]
     pub allow_remote: bool,

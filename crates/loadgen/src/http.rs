@@ -22,6 +22,9 @@ pub struct Url {
     pub authority: String,
     /// Path and query, as sent on the request line.
     pub target: String,
+    /// Header lines sent with every publish to this URL, each ending in
+    /// CRLF (`--token-env`'s `Authorization`); usually empty.
+    pub headers: String,
 }
 
 impl Url {
@@ -52,7 +55,16 @@ impl Url {
             addr,
             authority: authority.to_owned(),
             target: target.to_owned(),
+            headers: String::new(),
         })
+    }
+
+    /// The same URL, sending `Authorization: Bearer token` when there is one.
+    pub fn with_bearer(mut self, token: Option<&str>) -> Self {
+        if let Some(token) = token {
+            self.headers = format!("Authorization: Bearer {token}\r\n");
+        }
+        self
     }
 
     /// The same server with another path and query.

@@ -322,9 +322,10 @@ pub fn build_request(url: &Url, body: BodyFormat, topic: &str, message: &str, ou
     };
     let _ = write!(
         out,
-        "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{payload}",
+        "POST {} HTTP/1.1\r\nHost: {}\r\n{}Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{payload}",
         url.target,
         url.authority,
+        url.headers,
         payload.len()
     );
 }

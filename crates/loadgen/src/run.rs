@@ -44,13 +44,24 @@ pub async fn run(args: &Args) -> anyhow::Result<RunReport> {
         .pub_url
         .clone()
         .unwrap_or_else(|| format!("{}/event-stream", args.target.trim_end_matches('/')));
+    let token = match &args.token_env {
+        Some(var) => {
+            Some(std::env::var(var).with_context(|| format!("--token-env {var}: not set"))?)
+        }
+        None => None,
+    };
+    let token = token.as_deref();
+    // What the clients send; the report keeps `sub_template`, tokenless.
+    let sub_sent = with_access_token(&sub_template, token);
     let sub_urls: Vec<String> = topics
         .iter()
-        .map(|t| sub_template.replace("{topic}", t))
+        .map(|t| sub_sent.replace("{topic}", t))
         .collect();
+    let publish_url =
+        |target: &str| Url::parse(target, args.allow_remote).map(|url| url.with_bearer(token));
     let pub_urls = topics
         .iter()
-        .map(|t| Url::parse(&pub_template.replace("{topic}", t), args.allow_remote))
+        .map(|t| publish_url(&pub_template.replace("{topic}", t)))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let sub_parsed = sub_urls
         .iter()
@@ -208,8 +219,8 @@ pub async fn run(args: &Args) -> anyhow::Result<RunReport> {
     // keeps for them is new and measured from a settled start.
     if args.topic_sweep > 0 {
         let plan = SweepPlan {
-            sub_template: sub_template.clone(),
-            pub_url: Url::parse(&pub_template, args.allow_remote)?,
+            sub_template: sub_sent.clone(),
+            pub_url: publish_url(&pub_template)?,
             body: args.body,
             topics_per_get: args.topics_per_get,
             message_bytes: args.message_bytes,
@@ -231,8 +242,8 @@ pub async fn run(args: &Args) -> anyhow::Result<RunReport> {
     }
     if args.replay > 0 {
         let plan = ReplayPlan {
-            sub_template: sub_template.clone(),
-            pub_url: Url::parse(&pub_template, args.allow_remote)?,
+            sub_template: sub_sent.clone(),
+            pub_url: publish_url(&pub_template)?,
             body: args.body,
             topics: topics.iter().map(|t| format!("{t}-r")).collect(),
             events_per_topic: args.replay_history,
@@ -376,4 +387,60 @@ fn default_per_process() -> usize {
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or(1024);
     soft.saturating_sub(512).max(100)
+}
+
+/// `template` with `access_token=token` added to its query, when there is
+/// a token.
+fn with_access_token(template: &str, token: Option<&str>) -> String {
+    match token {
+        Some(token) => {
+            let joiner = if template.contains('?') { '&' } else { '?' };
+            format!("{template}{joiner}access_token={token}")
+        }
+        None => template.to_owned(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::publisher::BodyFormat;
+
+    #[test]
+    fn a_token_goes_in_the_stream_url_and_the_publish_head() {
+        assert_eq!(
+            with_access_token(
+                "http://127.0.0.1:1/event-stream?topic={topic}",
+                Some("t.o.k")
+            ),
+            "http://127.0.0.1:1/event-stream?topic={topic}&access_token=t.o.k"
+        );
+        assert_eq!(
+            with_access_token("http://127.0.0.1:1/sub", Some("t")),
+            "http://127.0.0.1:1/sub?access_token=t"
+        );
+        assert_eq!(with_access_token("http://h/x", None), "http://h/x");
+        let url = Url::parse("http://127.0.0.1:1/event-stream", false)
+            .unwrap()
+            .with_bearer(Some("t.o.k"));
+        let mut request = Vec::new();
+        publisher::build_request(&url, BodyFormat::Json, "a", "m", &mut request);
+        let request = String::from_utf8(request).unwrap();
+        assert!(
+            request
+                .contains("\r\nAuthorization: Bearer t.o.k\r\nContent-Type: application/json\r\n"),
+            "{request}"
+        );
+        let bare = Url::parse("http://127.0.0.1:1/event-stream", false)
+            .unwrap()
+            .with_bearer(None);
+        let mut request = Vec::new();
+        publisher::build_request(&bare, BodyFormat::Json, "a", "m", &mut request);
+        assert!(
+            !String::from_utf8(request)
+                .unwrap()
+                .contains("Authorization")
+        );
+    }
 }
