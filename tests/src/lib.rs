@@ -14,9 +14,12 @@
 //!   `Last-Event-ID`, rotating over a list of addresses, and records
 //!   everything it saw.
 //! - [`check`]: the delivery assertion every scenario ends with.
+//! - [`k8s`]: the Kubernetes manifests rendered, validated against the
+//!   schemas offline, and held to our own invariants.
 
 pub mod check;
 pub mod cluster;
+pub mod k8s;
 pub mod metrics;
 pub mod nginx;
 pub mod other_origin;

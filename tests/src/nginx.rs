@@ -18,7 +18,8 @@ pub struct Nginx {
     child: Option<Child>,
 }
 
-fn nginx_binary() -> PathBuf {
+/// Debian's nginx, or whatever `nginx` is on the PATH.
+pub fn nginx_binary() -> PathBuf {
     [
         "/usr/sbin/nginx",
         "/usr/local/sbin/nginx",
