@@ -15,6 +15,19 @@ use crate::section::Sections;
 use crate::server::App;
 use crate::settings::{BinaryDefaults, Engine, Settings};
 
+/// Raises the soft limit on open files to the hard limit, before anything
+/// is sized from it (`http.max_connections`, `stream.max_streams`). Every
+/// connection is a file, and shells and container runtimes commonly start
+/// processes with a soft limit of 1,024 under a hard one of a million; a
+/// server holding a file per client raises its own (the Go runtime does
+/// the same), so no wrapper script has to.
+fn raise_open_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open-file limit raised to the hard limit"),
+        Err(error) => tracing::warn!(%error, "could not raise the open-file limit"),
+    }
+}
+
 /// Creates the engine the settings name, without waiting for it: a Redis
 /// bus connects in the background (see [`wait_for_bus`]). Fails only on a
 /// Redis URL that cannot be used.
@@ -85,6 +98,7 @@ where
         }
     };
     crate::telemetry::init(&settings.log);
+    raise_open_file_limit();
     let result = async {
         let bus = open_bus(&settings, role)?;
         // Built (and listening) before the bus is ready: see the module docs.
