@@ -39,18 +39,10 @@ async fn get_stream(client: &reqwest::Client, base: &str, event_source: bool) ->
 
 /// The `es_rate_limit_refusals_total{limit=...}` of the service at `base`.
 async fn refusals(client: &reqwest::Client, base: &str, limit: &str) -> f64 {
-    let text = client
-        .get(format!("{base}/metrics"))
-        .send()
+    let series = format!("es_rate_limit_refusals_total{{limit=\"{limit}\"}}");
+    e2e::metrics::value(client, base, &series)
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let name = format!("es_rate_limit_refusals_total{{limit=\"{limit}\"}} ");
-    text.lines()
-        .find_map(|line| line.strip_prefix(&name)?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+        .unwrap_or_else(|| panic!("no {series} at {base}"))
 }
 
 #[tokio::test]
