@@ -35,7 +35,19 @@ impl Nginx {
     /// Starts nginx in front of `ingest` and `gateways` (host:port each) and
     /// waits until its own /healthz answers.
     pub async fn start(ingest: &[String], gateways: &[String]) -> Self {
-        Self::launch(ingest, gateways, None, None).await
+        Self::launch(ingest, gateways, None, None, None).await
+    }
+
+    /// The same with `limit_req` on publishes at `rate` (`"1r/m"`) with a
+    /// burst of `burst` instead of its generous defaults, so that a test
+    /// can reach it.
+    pub async fn start_with_publish_rate(
+        ingest: &[String],
+        gateways: &[String],
+        rate: &str,
+        burst: usize,
+    ) -> Self {
+        Self::launch(ingest, gateways, None, None, Some((rate, burst))).await
     }
 
     /// The same with `limit_conn` at `limit` requests per address instead
@@ -45,7 +57,7 @@ impl Nginx {
         gateways: &[String],
         limit: usize,
     ) -> Self {
-        Self::launch(ingest, gateways, None, Some(limit)).await
+        Self::launch(ingest, gateways, None, Some(limit), None).await
     }
 
     /// The same with one worker process instead of one per core. nginx keeps
@@ -53,7 +65,7 @@ impl Nginx {
     /// worker, and a new client connection may land on any worker: with one,
     /// every request of a test meets the same memory.
     pub async fn start_one_worker(ingest: &[String], gateways: &[String]) -> Self {
-        Self::launch(ingest, gateways, Some(1), None).await
+        Self::launch(ingest, gateways, Some(1), None, None).await
     }
 
     async fn launch(
@@ -61,6 +73,7 @@ impl Nginx {
         gateways: &[String],
         workers: Option<usize>,
         per_address: Option<usize>,
+        publish_rate: Option<(&str, usize)>,
     ) -> Self {
         let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/nginx");
         let port = free_port();
@@ -80,6 +93,21 @@ impl Nginx {
                 "nginx.conf no longer says {default:?}"
             );
             conf = conf.replace(default, &format!("limit_conn es_per_address {limit};"));
+        }
+        if let Some((rate, burst)) = publish_rate {
+            for (default, set) in [
+                ("rate=100r/s;", format!("rate={rate};")),
+                (
+                    "limit_req zone=es_publishes burst=200 nodelay;",
+                    format!("limit_req zone=es_publishes burst={burst} nodelay;"),
+                ),
+            ] {
+                assert!(
+                    conf.contains(default),
+                    "nginx.conf no longer says {default:?}"
+                );
+                conf = conf.replace(default, &set);
+            }
         }
         std::fs::write(prefix.join("nginx.conf"), conf).expect("writing nginx.conf");
         // As deploy/nginx/listen.conf, on loopback and a free port.

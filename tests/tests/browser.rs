@@ -793,14 +793,7 @@ async fn publish_from_other_page(browser: &Browser, message: &str, form: bool) -
 /// How many `method` requests to `/event-stream` the service at `base` has
 /// answered with `status`, from its `/metrics`.
 async fn answered(client: &reqwest::Client, base: &str, method: &str, status: u16) -> u64 {
-    let text = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = e2e::metrics::text(client, base).await.unwrap();
     text.lines()
         .filter(|line| {
             line.starts_with("es_http_request_duration_seconds_count{")

@@ -33,12 +33,13 @@
 //! - `connection`: one accepted connection, from its first byte to its close.
 //! - `replay`: the socket as actix-http sees it: bytes already read first,
 //!   and the request deadline enforced on its reads.
-//! - `per_address`: connections counted per client address.
+//! - [`per_address`]: connections (and a service's own things) counted per
+//!   client address, IPv6 grouped by /64.
 //! - `answer`: the few responses written here rather than by actix.
 
 mod answer;
 mod connection;
-mod per_address;
+pub mod per_address;
 mod replay;
 pub mod route;
 pub mod server;

@@ -1,12 +1,13 @@
-//! Connections counted per client address, across all workers.
+//! Things held per client address: connections here, across all workers,
+//! and anything else a service caps per client (the gateway's streams).
 //!
 //! One client holding thousands of connections would starve everyone
 //! else of the per-worker limit and of file descriptors. Addresses are
-//! counted as IPv4 addresses and IPv6 /64 networks (one host usually owns
-//! a whole /64); an entry is removed when its count returns to zero, so
-//! the map only ever holds addresses with open connections. An entry also
-//! counts its refusals in a row, which a stream route turns into a growing
-//! reconnection delay.
+//! counted as IPv4 addresses and IPv6 /64 networks ([`group`]: one host
+//! usually owns a whole /64); an entry is removed when its count returns
+//! to zero, so the map only ever holds addresses that hold something
+//! (under 100 bytes each). An entry also counts its refusals in a row,
+//! which a stream route turns into a growing reconnection delay.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
@@ -16,7 +17,7 @@ type Counts = Arc<Mutex<HashMap<IpAddr, Count>>>;
 
 /// The shared counters; cheap to clone.
 #[derive(Debug, Clone)]
-pub(crate) struct PerAddress {
+pub struct PerAddress {
     limit: usize,
     counts: Counts,
 }
@@ -29,25 +30,25 @@ struct Count {
     refused: u32,
 }
 
-/// One counted connection; dropping it gives its place back.
+/// One counted thing; dropping it gives its place back.
 #[derive(Debug)]
-pub(crate) struct Slot {
+pub struct Slot {
     counts: Counts,
     key: IpAddr,
 }
 
 impl PerAddress {
-    /// `limit` connections per address; 0 turns the limit off.
-    pub(crate) fn new(limit: usize) -> Option<Self> {
+    /// `limit` per address; 0 turns the limit off.
+    pub fn new(limit: usize) -> Option<Self> {
         (limit > 0).then(|| PerAddress {
             limit,
             counts: Arc::default(),
         })
     }
 
-    /// Counts a connection from `peer`, or refuses it with the number of
-    /// this address's refusals in a row, this one included.
-    pub(crate) fn admit(&self, peer: IpAddr) -> Result<Slot, u32> {
+    /// Counts one more for `peer`, or refuses it with the number of this
+    /// address's refusals in a row, this one included.
+    pub fn admit(&self, peer: IpAddr) -> Result<Slot, u32> {
         let key = group(peer);
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         let count = counts.entry(key).or_default();
@@ -76,8 +77,10 @@ impl Drop for Slot {
     }
 }
 
-/// The key an address is counted under.
-fn group(peer: IpAddr) -> IpAddr {
+/// The key an address is counted under, by this map and by any other
+/// per-address limit: an IPv4 address (an IPv4-mapped IPv6 one too), or an
+/// IPv6 address's /64.
+pub fn group(peer: IpAddr) -> IpAddr {
     match peer {
         IpAddr::V4(_) => peer,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

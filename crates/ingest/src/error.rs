@@ -1,6 +1,7 @@
 //! Every way a publish fails, rendered as JSend.
 
 use actix_web::http::StatusCode;
+use actix_web::http::header::RETRY_AFTER;
 use actix_web::{HttpResponse, ResponseError};
 use service_kit::Refusal;
 use shared_types::jsend;
@@ -28,6 +29,11 @@ pub enum PublishError {
          application/x-www-form-urlencoded or multipart/form-data"
     )]
     UnsupportedMediaType(String),
+    /// 429, JSend `fail`, `Retry-After` (whole seconds, at least 1): the
+    /// client's address is over `publish.rate_limit_per_sec`; nothing was
+    /// published.
+    #[error("too many publishes from this address; retry later")]
+    RateLimited(u64),
     /// 503, JSend `error`: the bus did not confirm the event; nothing was
     /// published and the client may retry.
     /// The client hears [`bus::Error::public_message`]; the engine's own
@@ -47,6 +53,7 @@ impl ResponseError for PublishError {
             PublishError::Access(refusal) => refusal.status(),
             PublishError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             PublishError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            PublishError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             PublishError::Bus(_) => StatusCode::SERVICE_UNAVAILABLE,
             PublishError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -64,6 +71,13 @@ impl ResponseError for PublishError {
                 jsend::error(status, self.to_string())
             }
             PublishError::Access(refusal) => refusal.answer(&self.to_string()),
+            PublishError::RateLimited(retry_after) => {
+                let mut response = jsend::fail(status, self.to_string());
+                response
+                    .headers_mut()
+                    .insert(RETRY_AFTER, (*retry_after).into());
+                response
+            }
             _ => jsend::fail(status, self.to_string()),
         }
     }

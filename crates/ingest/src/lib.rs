@@ -9,6 +9,8 @@
 //! - [`error`]: every way a publish fails, each with its status and JSend body.
 //! - [`settings`]: the `publish` settings section: its keys, defaults, rules.
 //! - [`metrics`]: the publish counters, registered when the part is built.
+//! - [`limit`]: publishes per second per client address (governor), and
+//!   the pruning that bounds what it remembers.
 //! - [`routes`]: the handler, its state, and [`routes::admit`], where every
 //!   publish is admitted or refused before the bus is asked.
 //! - [`startup`]: mounts the routes and builds the service.
@@ -16,6 +18,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod limit;
 pub mod metrics;
 pub mod routes;
 pub mod settings;

@@ -4,7 +4,10 @@
 use std::sync::Arc;
 
 use operations::Metrics;
+use operations::metrics::Limit;
 use prometheus_client::metrics::counter::Counter;
+
+use crate::limit::PublishLimit;
 
 /// Counters of publishes. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -12,17 +15,32 @@ pub struct PublishMetrics {
     inner: Arc<Counters>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Counters {
     published: Counter,
     publish_failures: Counter,
+    /// `es_rate_limit_refusals_total{limit="publish"}`.
+    rate_limited: Counter,
 }
 
 impl PublishMetrics {
-    /// Registers the counters in `metrics` as `es_events_published_total`
-    /// and `es_publish_failures_total`.
-    pub fn register(metrics: &Metrics) -> Self {
-        let counters = Counters::default();
+    /// Registers the counters in `metrics` as `es_events_published_total`,
+    /// `es_publish_failures_total` and `es_rate_limit_refusals_total
+    /// {limit="publish"}`, and with a `limit`, the gauge
+    /// `es_publish_limit_addresses`.
+    pub fn register(metrics: &Metrics, limit: Option<&PublishLimit>) -> Self {
+        let counters = Counters {
+            published: Counter::default(),
+            publish_failures: Counter::default(),
+            rate_limited: metrics.rate_limit_refusals(Limit::Publish),
+        };
+        if let Some(limit) = limit {
+            metrics.register(
+                "publish_limit_addresses",
+                "Client addresses the publish rate limit holds a bucket for",
+                limit.addresses_gauge(),
+            );
+        }
         let named = [
             (
                 "events_published",
@@ -49,5 +67,9 @@ impl PublishMetrics {
 
     pub fn publish_failures(&self) -> &Counter {
         &self.inner.publish_failures
+    }
+
+    pub fn rate_limited(&self) -> &Counter {
+        &self.inner.rate_limited
     }
 }

@@ -4,11 +4,12 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::HeaderMap;
 use actix_web::{HttpRequest, HttpResponse, web};
 use service_kit::cors::{Policy, Verdict};
-use service_kit::{Access, Refusal};
+use service_kit::{Access, Client, Refusal, TrustedProxies};
 use shared_types::{JSend, Limits, ValidPublish};
 
 use crate::error::PublishError;
 use crate::extract::PublishBody;
+use crate::limit::PublishLimit;
 use crate::metrics::PublishMetrics;
 
 /// What the publish handler needs.
@@ -21,6 +22,17 @@ pub struct IngestState {
     pub cors: Policy,
     /// `auth`: whether a publish needs a token.
     pub access: Access,
+    /// `publish.rate_limit_per_sec`: `None` when off.
+    pub limit: Option<PublishLimit>,
+    /// `http.trusted_proxies`: whose forwarding headers name the client.
+    pub trusted_proxies: TrustedProxies,
+}
+
+/// Who sent `request`: the key of the publish rate limit.
+fn client(request: &HttpRequest, state: &IngestState) -> Client {
+    state
+        .trusted_proxies
+        .client(request.peer_addr().map(|peer| peer.ip()), request.headers())
 }
 
 /// Everything that decides whether a publish may go ahead, before the bus
@@ -31,13 +43,30 @@ pub struct IngestState {
 /// alone would not stop it: an HTML form posts across sites without a
 /// preflight, and only its answer is hidden from the page. A request
 /// without `Origin` (curl, servers) or from the page's own origin passes.
+///
+/// The client's rate limit comes next, before the token: a flood costs
+/// one bucket check per request, never a signature verification, and
+/// every request that passes the origin spends from its sender's bucket,
+/// a refused token or body included (a flood of bad tokens is a flood).
+/// The bucket is the sender's address, never a token's subject, so a
+/// forged or stolen token cannot spend someone else's budget; and a page
+/// on another origin cannot spend its visitors' (the origin is refused
+/// first). A refusal here spends nothing.
 pub fn admit(
     state: &IngestState,
+    client: &Client,
     headers: &HeaderMap,
     body: Result<PublishBody, actix_web::Error>,
 ) -> Result<ValidPublish, actix_web::Error> {
     if state.cors.verdict(headers) == Verdict::Refused {
         return Err(PublishError::OriginNotAllowed.into());
+    }
+    if let (Some(limit), Some(address)) = (&state.limit, client.address)
+        && let Err(retry_after) = limit.check(address)
+    {
+        state.metrics.rate_limited().inc();
+        tracing::info!(%address, retry_after, "publish refused: rate limit");
+        return Err(PublishError::RateLimited(retry_after).into());
     }
     let grant = state.access.publish_grant(headers).map_err(refused)?;
     let valid = body?
@@ -63,7 +92,7 @@ pub async fn publish(
     body: Result<PublishBody, actix_web::Error>,
     state: web::Data<IngestState>,
 ) -> Result<HttpResponse, actix_web::Error> {
-    let valid = admit(&state, request.headers(), body)?;
+    let valid = admit(&state, &client(&request, &state), request.headers(), body)?;
     let position = match state
         .bus
         .publish(&valid.topic, &valid.event_type, &valid.message)

@@ -8,6 +8,7 @@ use service_kit::settings::HttpSettings;
 use service_kit::{Access, App, EVENT_STREAM_PATH, Part, Settings};
 
 use crate::extract;
+use crate::limit::PublishLimit;
 use crate::metrics::PublishMetrics;
 use crate::routes::{self, IngestState};
 use crate::settings::PublishSettings;
@@ -16,18 +17,27 @@ use crate::settings::PublishSettings;
 /// the standalone binary mounts the gateway's GET on the same path), with
 /// its metrics registered in `shared`'s registry and `http.cors` deciding
 /// which other origins may publish and `access` whether a token must.
+/// With `publish.rate_limit_per_sec` set, its pruning task starts here:
+/// call it within a Tokio runtime.
 pub fn part(
     settings: &PublishSettings,
     http: &HttpSettings,
     access: &Access,
     shared: &Shared,
 ) -> Part {
+    let limit = PublishLimit::new(settings.rate_limit_per_sec, settings.rate_limit_burst);
+    if let Some(limit) = &limit {
+        limit.spawn_pruner();
+    }
     let state = IngestState {
         bus: shared.bus.clone(),
         limits: settings.limits(),
-        metrics: PublishMetrics::register(&shared.metrics),
+        metrics: PublishMetrics::register(&shared.metrics, limit.as_ref()),
         cors: Policy::new(&http.cors),
         access: access.clone(),
+        limit,
+        // Checked when the settings loaded.
+        trusted_proxies: http.trusted_proxies().unwrap_or_default(),
     };
     let max_body_bytes = settings.max_body_bytes;
     Part::new("POST", move |cfg| {

@@ -10,7 +10,7 @@
 //! # Layout
 //! - [`shutdown`]: the token streams watch, the readiness flag, the signals.
 //! - [`metrics`]: the registry, the request histogram every service has,
-//!   and the bus's own figures.
+//!   the rate-limit refusals the services share, and the bus's own figures.
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`, and the JSend 404 and
 //!   405 fallbacks.
 

@@ -1,12 +1,15 @@
 //! Prometheus metrics: one registry per app, so tests that run several
 //! apps in one process never mix their numbers. The registry holds the
 //! request histogram; each part adds its own metrics to it
-//! ([`Metrics::register`]); the bus's figures are read at each scrape.
+//! ([`Metrics::register`]), or its label of a family parts share
+//! ([`Metrics::rate_limit_refusals`]); the bus's figures are read at each
+//! scrape.
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Metric, Registry};
@@ -18,6 +21,36 @@ pub struct RequestLabels {
     /// The matched route pattern, not the raw path, to bound cardinality.
     pub route: String,
     pub status: u16,
+}
+
+/// Which per-client limit refused a request: the one label of
+/// `es_rate_limit_refusals_total`, from this fixed set.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub enum Limit {
+    /// `publish.rate_limit_per_sec` (ingest).
+    Publish,
+    /// `stream.max_streams_per_address` (the gateway).
+    Streams,
+}
+
+impl Limit {
+    pub fn label(self) -> &'static str {
+        match self {
+            Limit::Publish => "publish",
+            Limit::Streams => "streams",
+        }
+    }
+}
+
+impl EncodeLabelValue for Limit {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.label())
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    limit: Limit,
 }
 
 /// The registry every part of one process registers its metrics into, and
@@ -37,6 +70,10 @@ struct Inner {
     /// updates go to the metrics themselves, which are atomics.
     registry: Mutex<Registry>,
     requests: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    /// Registered by the first part that asks for it: ingest and the
+    /// gateway share it in the standalone binary, and a name may be
+    /// registered only once.
+    rate_limit_refusals: OnceLock<Family<LimitLabels, Counter>>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -65,6 +102,7 @@ impl Metrics {
             inner: Arc::new(Inner {
                 registry: Mutex::new(registry),
                 requests,
+                rate_limit_refusals: OnceLock::new(),
             }),
         }
     }
@@ -73,6 +111,21 @@ impl Metrics {
     /// is a handle sharing its value with the part's copy.
     pub fn register(&self, name: &str, help: &str, metric: impl Metric) {
         self.registry().register(name, help, metric);
+    }
+
+    /// The counter of `limit`'s refusals, `es_rate_limit_refusals_total
+    /// {limit="..."}`, shown (at 0) from this call on.
+    pub fn rate_limit_refusals(&self, limit: Limit) -> Counter {
+        let family = self.inner.rate_limit_refusals.get_or_init(|| {
+            let family = Family::default();
+            self.register(
+                "rate_limit_refusals",
+                "Requests refused by a per-client-address limit",
+                family.clone(),
+            );
+            family
+        });
+        family.get_or_create(&LimitLabels { limit }).clone()
     }
 
     fn registry(&self) -> MutexGuard<'_, Registry> {
@@ -184,5 +237,33 @@ mod tests {
         assert!(text.contains("es_parts_total 3"), "{text}");
         assert!(text.contains("es_bus_topics 0"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn both_limits_share_one_refusal_family_with_a_label_each() {
+        let metrics = Metrics::new();
+        let bus = bus::Bus::memory(bus::MemoryConfig::default());
+        assert!(!metrics.render(&bus).contains("es_rate_limit_refusals"));
+        let publish = metrics.rate_limit_refusals(Limit::Publish);
+        let streams = metrics.rate_limit_refusals(Limit::Streams);
+        publish.inc_by(2);
+        streams.inc();
+        metrics.rate_limit_refusals(Limit::Publish).inc();
+
+        let text = metrics.render(&bus);
+        assert_eq!(
+            text.matches("# TYPE es_rate_limit_refusals counter")
+                .count(),
+            1,
+            "{text}"
+        );
+        assert!(
+            text.contains("es_rate_limit_refusals_total{limit=\"publish\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("es_rate_limit_refusals_total{limit=\"streams\"} 1"),
+            "{text}"
+        );
     }
 }

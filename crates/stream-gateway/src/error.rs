@@ -3,8 +3,9 @@
 //! A refusal is *permanent* when asking again cannot help (a bad topic, too
 //! many topics in one subscription: JSend `fail`, 400; a private topic
 //! without a token that opens it: JSend `fail`, 401 or 403). Every other one is
-//! *transient* (this replica is stopping or full, the bus refused) and is
-//! written in one of two [`Form`]s. An EventSource treats any answer but a
+//! *transient* (this replica is stopping or full, the bus refused, the
+//! client's address holds its most streams) and is written in one of two
+//! [`Form`]s. An EventSource treats any answer but a
 //! `200 text/event-stream` as the end, for good (WHATWG HTML, "fail the
 //! connection"), and ignores `Retry-After`; a `200` stream that ends makes
 //! it reconnect after its `retry:` time with its `Last-Event-ID`. So a
@@ -12,7 +13,9 @@
 //! short stream: `retry:` with a jittered delay, a comment saying why, the
 //! end, and no `id:` (its own last id stays). Everyone else (curl, scripts,
 //! and nginx, which must see a 503 to try another replica) gets a JSend 503
-//! with `Retry-After`.
+//! with `Retry-After`; but a client over its own address's cap gets a 429
+//! JSend `fail`: the limit is the client's doing, and nginx must not route
+//! around it to another replica.
 
 use std::time::Duration;
 
@@ -48,6 +51,11 @@ pub enum StreamError {
     /// descriptors and leave clients hanging.
     #[error("too many open streams on this server; retry later")]
     Full,
+    /// Transient, but 429 JSend `fail`: the client's address already holds
+    /// `stream.max_streams_per_address` streams here. `refusals` in a row
+    /// (this one included) grow the delay it is told to wait.
+    #[error("too many open streams from this address; retry later")]
+    AddressFull { refusals: u32, retry: Duration },
 }
 
 impl StreamError {
@@ -65,6 +73,7 @@ impl StreamError {
             StreamError::Bus(_) => "the event bus is not reachable",
             StreamError::ShuttingDown => "this server is restarting",
             StreamError::Full => "too many open streams",
+            StreamError::AddressFull { .. } => "too many open streams from this address",
         }
     }
 
@@ -75,10 +84,16 @@ impl StreamError {
         if let StreamError::Bus(error) = self {
             tracing::warn!(%error, "stream refused by the bus");
         }
+        let refusals = match self {
+            StreamError::AddressFull { refusals, .. } => *refusals,
+            _ => 1,
+        };
         match (self.is_transient(), Form::for_request(headers)) {
-            (true, Form::Sse) => {
-                sse_refusal(version, retry_after_refusals(retry, 1), self.reason())
-            }
+            (true, Form::Sse) => sse_refusal(
+                version,
+                retry_after_refusals(retry, refusals),
+                self.reason(),
+            ),
             _ => self.error_response(),
         }
     }
@@ -89,6 +104,9 @@ impl ResponseError for StreamError {
         if let StreamError::Access(refusal) = self {
             return refusal.status();
         }
+        if let StreamError::AddressFull { .. } = self {
+            return StatusCode::TOO_MANY_REQUESTS;
+        }
         if self.is_transient() {
             StatusCode::SERVICE_UNAVAILABLE
         } else {
@@ -97,10 +115,21 @@ impl ResponseError for StreamError {
     }
 
     /// The JSend form: `fail` for a permanent refusal, `error` with
-    /// `Retry-After` for a transient one.
+    /// `Retry-After` for a transient one; `fail` with `Retry-After` (the
+    /// refusal's delay before jitter, in whole seconds) over the address's
+    /// cap.
     fn error_response(&self) -> HttpResponse {
         if let StreamError::Access(refusal) = self {
             return refusal.answer(&self.to_string());
+        }
+        if let StreamError::AddressFull { refusals, retry } = self {
+            let delay = backoff(*retry, *refusals);
+            let seconds = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
+            let mut response = jsend::fail(self.status_code(), self.to_string());
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, seconds.max(1).into());
+            return response;
         }
         if !self.is_transient() {
             return jsend::fail(self.status_code(), self.to_string());
@@ -177,12 +206,17 @@ const MAX_GROWTH: u32 = 8;
 /// The jitter spreads a crowd refused at once over the window instead of
 /// bringing it back at one instant.
 pub fn retry_after_refusals(retry: Duration, refusals: u32) -> u64 {
+    let base = backoff(retry, refusals).as_millis() as u64;
+    rand::random_range(base..=base.saturating_mul(2))
+}
+
+/// `d` of [`retry_after_refusals`], before the jitter.
+fn backoff(retry: Duration, refusals: u32) -> Duration {
     let growth = 1u32
         .checked_shl(refusals.saturating_sub(1))
         .unwrap_or(MAX_GROWTH)
         .min(MAX_GROWTH);
-    let base = (retry.as_millis() as u64).saturating_mul(u64::from(growth));
-    rand::random_range(base..=base.saturating_mul(2))
+    retry.saturating_mul(growth)
 }
 
 /// The SSE form of a transient refusal: the stream's status and headers,

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use operations::Metrics;
+use operations::metrics::Limit;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 
@@ -14,19 +15,28 @@ pub struct StreamMetrics {
     inner: Arc<Values>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Values {
     connections: Gauge,
     delivered: Counter,
     replayed: Counter,
     resets: Counter,
     slow_disconnects: Counter,
+    /// `es_rate_limit_refusals_total{limit="streams"}`.
+    rate_limited: Counter,
 }
 
 impl StreamMetrics {
     /// Registers the stream metrics in `metrics` under their `es_` names.
     pub fn register(metrics: &Metrics) -> Self {
-        let values = Values::default();
+        let values = Values {
+            connections: Gauge::default(),
+            delivered: Counter::default(),
+            replayed: Counter::default(),
+            resets: Counter::default(),
+            slow_disconnects: Counter::default(),
+            rate_limited: metrics.rate_limit_refusals(Limit::Streams),
+        };
         metrics.register(
             "stream_connections",
             "Open SSE streams",
@@ -76,5 +86,8 @@ impl StreamMetrics {
     }
     pub fn slow_disconnects(&self) -> &Counter {
         &self.inner.slow_disconnects
+    }
+    pub fn rate_limited(&self) -> &Counter {
+        &self.inner.rate_limited
     }
 }

@@ -14,12 +14,13 @@ use actix_web::http::Version;
 use actix_web::http::header::{CacheControl, CacheDirective, HeaderMap};
 use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError as _, web};
 use bytes::Bytes;
+use connection::per_address::PerAddress;
 use connection::{RequestHead, StreamEnd, StreamRoute};
 
 use operations::{Shared, Shutdown};
 use service_kit::cors::Policy;
 use service_kit::settings::HttpSettings;
-use service_kit::{Access, Refusal};
+use service_kit::{Access, Client, Refusal, TrustedProxies};
 
 use crate::error::{Form, StreamError, retry_after_refusals, sse_refusal};
 use crate::metrics::StreamMetrics;
@@ -46,6 +47,11 @@ pub struct GatewayState {
     pub cors: Policy,
     /// `auth`: which topics are private, and the tokens that open them.
     pub access: Access,
+    /// Streams held per client address (`stream.max_streams_per_address`);
+    /// `None` when off. See [`crate::error::StreamError::AddressFull`].
+    pub per_address: Option<PerAddress>,
+    /// `http.trusted_proxies`: whose forwarding headers name the client.
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl GatewayState {
@@ -72,14 +78,25 @@ impl GatewayState {
             metrics: StreamMetrics::register(&shared.metrics),
             cors: Policy::new(&http.cors),
             access: access.clone(),
+            per_address: PerAddress::new(settings.max_streams_per_address),
+            // Checked when the settings loaded.
+            trusted_proxies: http.trusted_proxies().unwrap_or_default(),
         }
+    }
+
+    /// Who sent a request with `head`, on either path: the key of
+    /// `stream.max_streams_per_address`.
+    fn client(&self, head: &RequestHead) -> Client {
+        self.trusted_proxies
+            .client(head.peer_addr.map(|peer| peer.ip()), &head.headers)
     }
 }
 
 /// Opens an SSE stream. Headers and the `retry:` hint go out at once, before
 /// any event, so EventSource clients leave CONNECTING immediately.
 pub async fn subscribe(req: HttpRequest, state: web::Data<GatewayState>) -> HttpResponse {
-    match admit(state.get_ref(), req.query_string(), req.headers()).await {
+    let client = state.client(req.head());
+    match admit(state.get_ref(), &client, req.query_string(), req.headers()).await {
         Ok(stream) => {
             let mut response = response_head(req.version()).streaming(stream);
             close_delimited_for(req.version(), &mut response);
@@ -106,11 +123,18 @@ pub async fn head(req: HttpRequest, state: web::Data<GatewayState>) -> HttpRespo
 }
 
 /// Everything a stream request does before its first byte, on both paths:
-/// the refusals (stopping, bad request, access, too many streams, bus
-/// down), then the stream. A stream a token opened ends at the token's
-/// `exp`.
+/// the refusals (stopping, bad request, too many streams from `client`'s
+/// address, access, too many streams, bus down), then the stream. A stream
+/// a token opened ends at the token's `exp`.
+///
+/// The address's cap comes before the token: a client holding its most
+/// streams costs no signature verification per attempt, and a refused
+/// token gives its place back at once (the slot is dropped with the
+/// error). It comes after the request's own checks, so a bad request is
+/// the permanent `400` it always is.
 pub async fn admit(
     state: &GatewayState,
+    client: &Client,
     query: &str,
     headers: &HeaderMap,
 ) -> Result<EventStream, StreamError> {
@@ -118,9 +142,22 @@ pub async fn admit(
         return Err(StreamError::ShuttingDown);
     }
     let request = request::parse(query, headers, state.max_topics)?;
+    let address_slot = match (&state.per_address, client.address) {
+        (Some(per_address), Some(address)) => {
+            Some(per_address.admit(address).map_err(|refusals| {
+                state.metrics.rate_limited().inc();
+                tracing::info!(%address, refusals, "stream refused: streams per address");
+                StreamError::AddressFull {
+                    refusals,
+                    retry: state.stream.retry,
+                }
+            })?)
+        }
+        _ => None,
+    };
     let expires_at = may_read(state, query, headers, &request)?;
-    let permit =
-        Permit::acquire(&state.open_streams, state.max_streams).ok_or(StreamError::Full)?;
+    let permit = Permit::acquire(&state.open_streams, state.max_streams, address_slot)
+        .ok_or(StreamError::Full)?;
     Ok(EventStream::open(
         state.bus.clone(),
         &request.topics,
@@ -206,7 +243,15 @@ impl StreamRoute for LeanSubscribe {
         &self,
         head: &RequestHead,
     ) -> Result<(Response<BoxBody>, EventStream), Response<BoxBody>> {
-        match admit(&self.0, head.uri.query().unwrap_or_default(), &head.headers).await {
+        let client = self.0.client(head);
+        match admit(
+            &self.0,
+            &client,
+            head.uri.query().unwrap_or_default(),
+            &head.headers,
+        )
+        .await
+        {
             Ok(stream) => {
                 let mut response = response_head(head.version).finish();
                 close_delimited_for(head.version, &mut response);
@@ -270,6 +315,8 @@ mod tests {
                 max_age_secs: 600,
             }),
             access: Access::open(),
+            per_address: None,
+            trusted_proxies: TrustedProxies::default(),
         }
     }
 

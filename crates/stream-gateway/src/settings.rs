@@ -23,6 +23,11 @@ pub struct StreamSettings {
     /// with `Retry-After`. 0: derived from the open-file limit, keeping a
     /// reserve for publishes, Redis and logs.
     pub max_streams: usize,
+    /// Most streams one client address (IPv6: one /64) holds open here;
+    /// past it a transient refusal (`429`, or the SSE retry). Unlike
+    /// `http.max_connections_per_address` it counts the client a trusted
+    /// proxy names, not the proxy. 0 (the default): no limit.
+    pub max_streams_per_address: usize,
 }
 
 impl Section for StreamSettings {
@@ -31,7 +36,8 @@ impl Section for StreamSettings {
 retry_ms = 3000
 queue_capacity = 1024
 max_topics = 16
-max_streams = 0";
+max_streams = 0
+max_streams_per_address = 0";
 
     fn check(&self) -> Result<(), SettingsError> {
         at_least_one(&[
@@ -98,6 +104,13 @@ mod tests {
     }
 
     #[test]
+    fn streams_per_address_are_unlimited_by_default() {
+        assert_eq!(load(&[]).unwrap().own.max_streams_per_address, 0);
+        let set = load(&[("ES__STREAM__MAX_STREAMS_PER_ADDRESS", "3")]).unwrap();
+        assert_eq!(set.own.max_streams_per_address, 3);
+    }
+
+    #[test]
     fn the_sections_rules_stop_the_gateway_naming_the_key() {
         let cases = [
             ("ES__STREAM__KEEPALIVE_MS", "0", "stream.keepalive_ms"),
@@ -105,6 +118,11 @@ mod tests {
             ("ES__STREAM__MAX_TOPICS", "0", "stream.max_topics"),
             ("ES__STREAM__MAX_TOPICS", "999", "stream.max_topics"),
             ("ES__STREAM__RETRY_MS", "soon", "stream.retry_ms"),
+            (
+                "ES__STREAM__MAX_STREAMS_PER_ADDRESS",
+                "-1",
+                "stream.max_streams_per_address",
+            ),
         ];
         for (key, value, named) in cases {
             let error = load(&[(key, value)]).unwrap_err().to_string();

@@ -40,6 +40,7 @@ use std::time::Duration;
 
 use bus::{Bus, Recv, Replay, Slice, Subscription};
 use bytes::{BufMut, Bytes, BytesMut};
+use connection::per_address::Slot;
 use futures_util::Stream;
 use operations::Shutdown;
 
@@ -77,25 +78,33 @@ pub struct StreamConfig {
     pub shutdown_spread: Duration,
 }
 
-/// A slot among the `stream.max_streams` a process may hold open; given
-/// back when the stream is dropped, however it ends.
+/// A slot among the `stream.max_streams` a process may hold open, and the
+/// client address's among its `stream.max_streams_per_address`; both
+/// given back when the stream is dropped, however it ends.
 #[derive(Debug)]
-pub struct Permit(Arc<AtomicUsize>);
+pub struct Permit {
+    open: Arc<AtomicUsize>,
+    /// Given back by its own drop; `None` when that limit is off.
+    _address: Option<Slot>,
+}
 
 impl Permit {
-    /// Takes a slot if fewer than `limit` are taken.
-    pub fn acquire(open: &Arc<AtomicUsize>, limit: usize) -> Option<Self> {
+    /// Takes a slot if fewer than `limit` are taken; with it, `address`.
+    pub fn acquire(open: &Arc<AtomicUsize>, limit: usize, address: Option<Slot>) -> Option<Self> {
         open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
             (n < limit).then_some(n + 1)
         })
         .ok()
-        .map(|_| Permit(open.clone()))
+        .map(|_| Permit {
+            open: open.clone(),
+            _address: address,
+        })
     }
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.open.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -554,7 +563,7 @@ mod tests {
             config,
             Shutdown::new(),
             StreamMetrics::register(&operations::Metrics::new()),
-            Permit::acquire(&open, 1).unwrap(),
+            Permit::acquire(&open, 1, None).unwrap(),
             None,
         )
         .await

@@ -6,6 +6,7 @@ mod binary;
 mod connection;
 mod cors;
 mod helpers;
+mod limits;
 mod page;
 mod publish_and_stream;
 mod resume;
