@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use operations::Metrics;
+use operations::metrics::AuthRefusals;
 use prometheus_client::metrics::counter::Counter;
 
 /// Counters of publishes. Cheap to clone.
@@ -16,13 +17,18 @@ pub struct PublishMetrics {
 struct Counters {
     published: Counter,
     publish_failures: Counter,
+    /// The process's `es_auth_refusals_total`, shared with the gateway part.
+    auth_refusals: AuthRefusals,
 }
 
 impl PublishMetrics {
     /// Registers the counters in `metrics` as `es_events_published_total`
     /// and `es_publish_failures_total`.
     pub fn register(metrics: &Metrics) -> Self {
-        let counters = Counters::default();
+        let counters = Counters {
+            auth_refusals: metrics.auth_refusals(),
+            ..Counters::default()
+        };
         let named = [
             (
                 "events_published",
@@ -49,5 +55,9 @@ impl PublishMetrics {
 
     pub fn publish_failures(&self) -> &Counter {
         &self.inner.publish_failures
+    }
+
+    pub fn auth_refusals(&self) -> &AuthRefusals {
+        &self.inner.auth_refusals
     }
 }

@@ -3,6 +3,7 @@
 use actix_web::http::StatusCode;
 use actix_web::http::header::HeaderMap;
 use actix_web::{HttpRequest, HttpResponse, web};
+use operations::metrics::Action;
 use service_kit::cors::{Policy, Verdict};
 use service_kit::{Access, Refusal};
 use shared_types::{JSend, Limits, ValidPublish};
@@ -31,6 +32,8 @@ pub struct IngestState {
 /// alone would not stop it: an HTML form posts across sites without a
 /// preflight, and only its answer is hidden from the page. A request
 /// without `Origin` (curl, servers) or from the page's own origin passes.
+/// An access refusal is logged by its label and counted in
+/// `es_auth_refusals_total`.
 pub fn admit(
     state: &IngestState,
     headers: &HeaderMap,
@@ -39,6 +42,14 @@ pub fn admit(
     if state.cors.verdict(headers) == Verdict::Refused {
         return Err(PublishError::OriginNotAllowed.into());
     }
+    let refused = |refusal: Refusal| {
+        state
+            .metrics
+            .auth_refusals()
+            .count(Action::Publish, refusal.label());
+        tracing::info!(refusal = refusal.label(), "publish refused: access");
+        PublishError::Access(refusal)
+    };
     let grant = state.access.publish_grant(headers).map_err(refused)?;
     let valid = body?
         .0
@@ -48,12 +59,6 @@ pub fn admit(
         Some(grant) if !grant.may_publish(&valid.topic) => Err(refused(Refusal::NotCovered).into()),
         _ => Ok(valid),
     }
-}
-
-/// A refused publish, logged by its label.
-fn refused(refusal: Refusal) -> PublishError {
-    tracing::info!(refusal = refusal.label(), "publish refused: access");
-    PublishError::Access(refusal)
 }
 
 /// Admits, publishes, and answers 201 with the tutorial's exact body and

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use operations::Metrics;
+use operations::metrics::AuthRefusals;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 
@@ -21,12 +22,17 @@ struct Values {
     replayed: Counter,
     resets: Counter,
     slow_disconnects: Counter,
+    /// The process's `es_auth_refusals_total`, shared with the publish part.
+    auth_refusals: AuthRefusals,
 }
 
 impl StreamMetrics {
     /// Registers the stream metrics in `metrics` under their `es_` names.
     pub fn register(metrics: &Metrics) -> Self {
-        let values = Values::default();
+        let values = Values {
+            auth_refusals: metrics.auth_refusals(),
+            ..Values::default()
+        };
         metrics.register(
             "stream_connections",
             "Open SSE streams",
@@ -76,5 +82,8 @@ impl StreamMetrics {
     }
     pub fn slow_disconnects(&self) -> &Counter {
         &self.inner.slow_disconnects
+    }
+    pub fn auth_refusals(&self) -> &AuthRefusals {
+        &self.inner.auth_refusals
     }
 }

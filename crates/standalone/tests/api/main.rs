@@ -8,5 +8,6 @@ mod cors;
 mod helpers;
 mod page;
 mod publish_and_stream;
+mod request_log;
 mod resume;
 mod slow_clients;
