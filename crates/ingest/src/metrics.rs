@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use operations::Metrics;
 use operations::metrics::Limit;
+use operations::metrics::AuthRefusals;
 use prometheus_client::metrics::counter::Counter;
 
 use crate::limit::PublishLimit;
@@ -21,18 +22,21 @@ struct Counters {
     publish_failures: Counter,
     /// `es_rate_limit_refusals_total{limit="publish"}`.
     rate_limited: Counter,
+    /// The process's `es_auth_refusals_total`, shared with the gateway part.
+    auth_refusals: AuthRefusals,
 }
 
 impl PublishMetrics {
     /// Registers the counters in `metrics` as `es_events_published_total`,
     /// `es_publish_failures_total` and `es_rate_limit_refusals_total
     /// {limit="publish"}`, and with a `limit`, the gauge
-    /// `es_publish_limit_addresses`.
+    /// `es_publish_limit_addresses`; `es_auth_refusals_total` is shared.
     pub fn register(metrics: &Metrics, limit: Option<&PublishLimit>) -> Self {
         let counters = Counters {
             published: Counter::default(),
             publish_failures: Counter::default(),
             rate_limited: metrics.rate_limit_refusals(Limit::Publish),
+            auth_refusals: metrics.auth_refusals(),
         };
         if let Some(limit) = limit {
             metrics.register(
@@ -71,5 +75,9 @@ impl PublishMetrics {
 
     pub fn rate_limited(&self) -> &Counter {
         &self.inner.rate_limited
+    }
+
+    pub fn auth_refusals(&self) -> &AuthRefusals {
+        &self.inner.auth_refusals
     }
 }

@@ -3,8 +3,10 @@
 use actix_web::http::StatusCode;
 use actix_web::http::header::HeaderMap;
 use actix_web::{HttpRequest, HttpResponse, web};
+use operations::metrics::Action;
 use service_kit::cors::{Policy, Verdict};
-use service_kit::{Access, Client, Refusal, TrustedProxies};
+use service_kit::access_log::client_of;
+use service_kit::{Access, Client, Refusal};
 use shared_types::{JSend, Limits, ValidPublish};
 
 use crate::error::PublishError;
@@ -24,15 +26,6 @@ pub struct IngestState {
     pub access: Access,
     /// `publish.rate_limit_per_sec`: `None` when off.
     pub limit: Option<PublishLimit>,
-    /// `http.trusted_proxies`: whose forwarding headers name the client.
-    pub trusted_proxies: TrustedProxies,
-}
-
-/// Who sent `request`: the key of the publish rate limit.
-fn client(request: &HttpRequest, state: &IngestState) -> Client {
-    state
-        .trusted_proxies
-        .client(request.peer_addr().map(|peer| peer.ip()), request.headers())
 }
 
 /// Everything that decides whether a publish may go ahead, before the bus
@@ -52,6 +45,9 @@ fn client(request: &HttpRequest, state: &IngestState) -> Client {
 /// forged or stolen token cannot spend someone else's budget; and a page
 /// on another origin cannot spend its visitors' (the origin is refused
 /// first). A refusal here spends nothing.
+///
+/// An access refusal is logged by its label and counted in
+/// `es_auth_refusals_total`.
 pub fn admit(
     state: &IngestState,
     client: &Client,
@@ -68,6 +64,14 @@ pub fn admit(
         tracing::info!(%address, retry_after, "publish refused: rate limit");
         return Err(PublishError::RateLimited(retry_after).into());
     }
+    let refused = |refusal: Refusal| {
+        state
+            .metrics
+            .auth_refusals()
+            .count(Action::Publish, refusal.label());
+        tracing::info!(refusal = refusal.label(), "publish refused: access");
+        PublishError::Access(refusal)
+    };
     let grant = state.access.publish_grant(headers).map_err(refused)?;
     let valid = body?
         .0
@@ -79,12 +83,6 @@ pub fn admit(
     }
 }
 
-/// A refused publish, logged by its label.
-fn refused(refusal: Refusal) -> PublishError {
-    tracing::info!(refusal = refusal.label(), "publish refused: access");
-    PublishError::Access(refusal)
-}
-
 /// Admits, publishes, and answers 201 with the tutorial's exact body and
 /// the new event's id in a header, only once the bus confirmed it.
 pub async fn publish(
@@ -92,7 +90,7 @@ pub async fn publish(
     body: Result<PublishBody, actix_web::Error>,
     state: web::Data<IngestState>,
 ) -> Result<HttpResponse, actix_web::Error> {
-    let valid = admit(&state, &client(&request, &state), request.headers(), body)?;
+    let valid = admit(&state, &client_of(&request), request.headers(), body)?;
     let position = match state
         .bus
         .publish(&valid.topic, &valid.event_type, &valid.message)

@@ -37,7 +37,6 @@ pub fn part(
         access: access.clone(),
         limit,
         // Checked when the settings loaded.
-        trusted_proxies: http.trusted_proxies().unwrap_or_default(),
     };
     let max_body_bytes = settings.max_body_bytes;
     Part::new("POST", move |cfg| {

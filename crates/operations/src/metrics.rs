@@ -18,7 +18,8 @@ use prometheus_client::registry::{Metric, Registry};
 pub struct RequestLabels {
     /// From [`connection::method_label`]'s fixed set, never the raw method.
     pub method: String,
-    /// The matched route pattern, not the raw path, to bound cardinality.
+    /// The matched route pattern, not the raw path, to bound cardinality;
+    /// [`OTHER_ROUTE`] for every path no route matched.
     pub route: String,
     pub status: u16,
 }
@@ -42,6 +43,36 @@ impl Limit {
     }
 }
 
+/// The route label of every request no route matched (a 404, whatever
+/// the path): a client inventing paths cannot create label values.
+pub const OTHER_ROUTE: &str = "other";
+
+/// Labels of `es_auth_refusals_total`: both from fixed sets.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// [`Action::label`]: `publish` or `subscribe`.
+    pub action: &'static str,
+    /// The refusal's own label (`missing`, `not-covered`, or a token
+    /// error's: `expired`, `bad-signature`, ...): a fixed set.
+    pub reason: &'static str,
+}
+
+/// What a refused request wanted to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Publish,
+    Subscribe,
+}
+
+impl Action {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Publish => "publish",
+            Self::Subscribe => "subscribe",
+        }
+    }
+}
+
 impl EncodeLabelValue for Limit {
     fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
         std::fmt::Write::write_str(encoder, self.label())
@@ -51,6 +82,23 @@ impl EncodeLabelValue for Limit {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LimitLabels {
     limit: Limit,
+}
+
+/// Counts access refusals (`es_auth_refusals_total`). Cheap to clone: one
+/// pointer, shared with the registry.
+#[derive(Debug, Clone, Default)]
+pub struct AuthRefusals(Family<RefusalLabels, Counter>);
+
+impl AuthRefusals {
+    /// One refusal of `action`, for `reason` (a refusal's fixed label).
+    pub fn count(&self, action: Action, reason: &'static str) {
+        self.0
+            .get_or_create(&RefusalLabels {
+                action: action.label(),
+                reason,
+            })
+            .inc();
+    }
 }
 
 /// The registry every part of one process registers its metrics into, and
@@ -74,6 +122,7 @@ struct Inner {
     /// gateway share it in the standalone binary, and a name may be
     /// registered only once.
     rate_limit_refusals: OnceLock<Family<LimitLabels, Counter>>,
+    auth_refusals: AuthRefusals,
 }
 
 fn latency_histogram() -> Histogram {
@@ -98,11 +147,18 @@ impl Metrics {
             "Time to response head, by route",
             requests.clone(),
         );
+        let auth_refusals = AuthRefusals::default();
+        registry.register(
+            "auth_refusals",
+            "Requests refused access (401 or 403), by action and reason",
+            auth_refusals.0.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 registry: Mutex::new(registry),
                 requests,
                 rate_limit_refusals: OnceLock::new(),
+                auth_refusals,
             }),
         }
     }
@@ -134,6 +190,11 @@ impl Metrics {
             .registry
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The counter of access refusals, for the parts that decide access.
+    pub fn auth_refusals(&self) -> AuthRefusals {
+        self.inner.auth_refusals.clone()
     }
 
     pub fn observe_request(&self, labels: RequestLabels, elapsed: Duration) {
@@ -218,8 +279,6 @@ impl connection::Observer for Metrics {
 
 #[cfg(test)]
 mod tests {
-    use prometheus_client::metrics::counter::Counter;
-
     use super::*;
 
     #[test]
@@ -265,5 +324,23 @@ mod tests {
             text.contains("es_rate_limit_refusals_total{limit=\"streams\"} 1"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn auth_refusals_are_counted_by_action_and_reason() {
+        let metrics = Metrics::new();
+        let bus = bus::Bus::memory(bus::MemoryConfig::default());
+        let refusals = metrics.auth_refusals();
+        refusals.count(Action::Publish, "missing");
+        refusals.count(Action::Publish, "missing");
+        refusals.count(Action::Subscribe, "expired");
+        let text = metrics.render(&bus);
+        for line in [
+            "# TYPE es_auth_refusals counter",
+            r#"es_auth_refusals_total{action="publish",reason="missing"} 2"#,
+            r#"es_auth_refusals_total{action="subscribe",reason="expired"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} missing in\n{text}");
+        }
     }
 }

@@ -22,11 +22,14 @@
 //!   what they share, bound on one port.
 //! - [`server`]: builds the actix-web app, serves it through the `connection` crate,
 //!   shuts down on a signal within a grace period.
+//! - [`access_log`]: the access log's lines: per request, per stream open
+//!   and close, each naming the request's id.
 //! - [`client`]: who a request is from (trusted proxies' forwarding
 //!   headers) and its request id.
 //! - [`cors`]: cross-origin requests: one decision for actix-cors and the
 //!   fast path, and the same-origin test for publishes.
 
+pub mod access_log;
 pub mod args;
 pub mod auth;
 pub mod binary;

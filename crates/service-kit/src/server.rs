@@ -14,6 +14,8 @@
 use std::time::{Duration, Instant};
 
 use actix_service::{IntoServiceFactory as _, ServiceFactoryExt as _, map_config};
+use actix_web::HttpMessage as _;
+use actix_web::body::{BodySize, MessageBody as _};
 use actix_web::dev::{AppConfig, Server, Service as _};
 use actix_web::http::StatusCode;
 use actix_web::middleware::Condition;
@@ -22,11 +24,15 @@ use anyhow::Context as _;
 use connection::{AppFactory, StreamRoute};
 use futures_util::FutureExt as _;
 
-use operations::metrics::RequestLabels;
+use operations::metrics::{OTHER_ROUTE, RequestLabels};
 use operations::shutdown::{self, Shutdown};
 use operations::{Shared, health};
 use shared_types::jsend;
 
+use tracing::Instrument as _;
+
+use crate::access_log::{self, Logged};
+use crate::client::{REQUEST_ID, TrustedProxies};
 use crate::cors::{self, Policy, Verdict};
 use crate::settings::HttpSettings;
 
@@ -122,9 +128,17 @@ where
     let metrics = health.metrics.clone();
     let address = format!("{}:{}", settings.host, settings.port);
     let cors = Policy::new(&settings.cors);
+    let proxies = settings.trusted_proxies()?;
     let bound = connection::bind(
         &config,
-        move || boxed_app(health.clone(), configure.clone(), cors.clone()),
+        move || {
+            boxed_app(
+                health.clone(),
+                configure.clone(),
+                cors.clone(),
+                proxies.clone(),
+            )
+        },
         stream,
         metrics,
     )
@@ -144,12 +158,12 @@ const KEEP_ALIVE: Duration = Duration::from_secs(5);
 
 /// [`app`] as the connection layer takes it: actix-http's request and
 /// response types, errors rendered as responses, boxed.
-fn boxed_app<F>(health: Shared, configure: F, cors: Policy) -> AppFactory
+fn boxed_app<F>(health: Shared, configure: F, cors: Policy, proxies: TrustedProxies) -> AppFactory
 where
     F: Fn(&mut web::ServiceConfig) + 'static,
 {
     actix_service::boxed::factory(map_config(
-        app(health, configure, cors)
+        app(health, configure, cors, proxies)
             .into_factory()
             .map(|response| actix_http::Response::from(response).map_into_boxed_body())
             .map_err(|error: actix_web::Error| actix_http::Response::from(error.error_response())),
@@ -160,11 +174,12 @@ where
 }
 
 /// The actix-web app: the service's routes, the operational ones, request
-/// metrics, CORS and JSend 404s.
+/// metrics, request ids and the access log, CORS and JSend 404s.
 fn app<F>(
     health: Shared,
     configure: F,
     cors: Policy,
+    proxies: TrustedProxies,
 ) -> actix_web::App<
     impl actix_web::dev::ServiceFactory<
         actix_web::dev::ServiceRequest,
@@ -204,8 +219,66 @@ where
             })
         })
         .wrap_fn(move |request, service| {
+            // Who the request is from, resolved once: handlers read it from
+            // the extensions. Everything below runs in the request's span,
+            // so each line logged on its way carries its id.
             let started = Instant::now();
-            // A fixed set of labels: invented methods share `other`.
+            let client =
+                proxies.client(request.peer_addr().map(|peer| peer.ip()), request.headers());
+            request.extensions_mut().insert(client.clone());
+            let span = access_log::span(&client);
+            // Kept for an error no handler rendered (a middleware's), which
+            // has no request to read them from. actix renders it later,
+            // without the id; handlers' errors and actix-cors' refusals are
+            // responses by now.
+            let method = request.method().clone();
+            let path = request.path().to_owned();
+            service
+                .call(request)
+                .instrument(span.clone())
+                .map(move |result| {
+                    let mut response = match result {
+                        Ok(response) => response,
+                        Err(error) => {
+                            let _entered = span.enter();
+                            let status = error.as_response_error().status_code();
+                            access_log::request(
+                                &method,
+                                &path,
+                                status,
+                                started.elapsed(),
+                                None,
+                                &client,
+                            );
+                            return Err(error);
+                        }
+                    };
+                    response
+                        .headers_mut()
+                        .insert(REQUEST_ID, client.request_id.header_value());
+                    if response.response().extensions().get::<Logged>().is_none() {
+                        let bytes = match response.response().body().size() {
+                            BodySize::Sized(bytes) => Some(bytes),
+                            BodySize::None => Some(0),
+                            BodySize::Stream => None,
+                        };
+                        let _entered = span.enter();
+                        access_log::request(
+                            response.request().method(),
+                            response.request().path(),
+                            response.status(),
+                            started.elapsed(),
+                            bytes,
+                            &client,
+                        );
+                    }
+                    Ok(response)
+                })
+        })
+        .wrap_fn(move |request, service| {
+            let started = Instant::now();
+            // A fixed set of labels: invented methods share `other`, and
+            // paths no route matched share `other` too.
             let method = connection::method_label(request.method()).to_owned();
             let metrics = metrics.clone();
             service.call(request).map(move |result| {
@@ -215,7 +288,7 @@ where
                         route: response
                             .request()
                             .match_pattern()
-                            .unwrap_or_else(|| "unmatched".to_owned()),
+                            .unwrap_or_else(|| OTHER_ROUTE.to_owned()),
                         status: response.status().as_u16(),
                     };
                     metrics.observe_request(labels, started.elapsed());

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use operations::Metrics;
 use operations::metrics::Limit;
+use operations::metrics::AuthRefusals;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 
@@ -24,6 +25,8 @@ struct Values {
     slow_disconnects: Counter,
     /// `es_rate_limit_refusals_total{limit="streams"}`.
     rate_limited: Counter,
+    /// The process's `es_auth_refusals_total`, shared with the publish part.
+    auth_refusals: AuthRefusals,
 }
 
 impl StreamMetrics {
@@ -36,6 +39,7 @@ impl StreamMetrics {
             resets: Counter::default(),
             slow_disconnects: Counter::default(),
             rate_limited: metrics.rate_limit_refusals(Limit::Streams),
+            auth_refusals: metrics.auth_refusals(),
         };
         metrics.register(
             "stream_connections",
@@ -89,5 +93,8 @@ impl StreamMetrics {
     }
     pub fn rate_limited(&self) -> &Counter {
         &self.inner.rate_limited
+    }
+    pub fn auth_refusals(&self) -> &AuthRefusals {
+        &self.inner.auth_refusals
     }
 }

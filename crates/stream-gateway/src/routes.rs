@@ -3,10 +3,17 @@
 //! through [`admit`], the one place a stream is admitted or refused, and
 //! answer a refusal with [`StreamError::answer`]. `HEAD` (actix's path
 //! only) checks the request as `GET` does and answers the stream's head.
+//!
+//! Both paths resolve the request's [`Client`] the same way (actix's in
+//! service-kit's middleware, the fast path here, each from the peer and
+//! `http.trusted_proxies`), echo its id in `X-Request-Id`, and write the
+//! same access lines: an opened stream's "stream opened" line (instead of
+//! the request line), a refusal's request line with its status, and the
+//! stream's "stream closed" line when it is dropped.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_web::body::BoxBody;
 use actix_web::dev::Response;
@@ -17,16 +24,20 @@ use bytes::Bytes;
 use connection::per_address::PerAddress;
 use connection::{RequestHead, StreamEnd, StreamRoute};
 
+use operations::metrics::Action;
 use operations::{Shared, Shutdown};
+use service_kit::access_log::{self, Logged};
+use service_kit::client::REQUEST_ID;
 use service_kit::cors::Policy;
 use service_kit::settings::HttpSettings;
 use service_kit::{Access, Client, Refusal, TrustedProxies};
+use tracing::Instrument as _;
 
 use crate::error::{Form, StreamError, retry_after_refusals, sse_refusal};
 use crate::metrics::StreamMetrics;
 use crate::request;
 use crate::settings::StreamSettings;
-use crate::stream::{EventStream, Permit, StreamConfig};
+use crate::stream::{EventStream, Permit, StreamConfig, StreamLog};
 
 /// The path streams are served on.
 pub const PATH: &str = service_kit::EVENT_STREAM_PATH;
@@ -50,8 +61,9 @@ pub struct GatewayState {
     /// Streams held per client address (`stream.max_streams_per_address`);
     /// `None` when off. See [`crate::error::StreamError::AddressFull`].
     pub per_address: Option<PerAddress>,
-    /// `http.trusted_proxies`: whose forwarding headers name the client.
-    pub trusted_proxies: TrustedProxies,
+    /// `http.trusted_proxies`: whose forwarding headers and request ids the
+    /// fast path believes (actix's path resolves them in service-kit).
+    pub proxies: TrustedProxies,
 }
 
 impl GatewayState {
@@ -80,26 +92,22 @@ impl GatewayState {
             access: access.clone(),
             per_address: PerAddress::new(settings.max_streams_per_address),
             // Checked when the settings loaded.
-            trusted_proxies: http.trusted_proxies().unwrap_or_default(),
+            proxies: http.trusted_proxies().unwrap_or_default(),
         }
-    }
-
-    /// Who sent a request with `head`, on either path: the key of
-    /// `stream.max_streams_per_address`.
-    fn client(&self, head: &RequestHead) -> Client {
-        self.trusted_proxies
-            .client(head.peer_addr.map(|peer| peer.ip()), &head.headers)
     }
 }
 
 /// Opens an SSE stream. Headers and the `retry:` hint go out at once, before
 /// any event, so EventSource clients leave CONNECTING immediately.
 pub async fn subscribe(req: HttpRequest, state: web::Data<GatewayState>) -> HttpResponse {
-    let client = state.client(req.head());
-    match admit(state.get_ref(), &client, req.query_string(), req.headers()).await {
+    let started = Instant::now();
+    let client = access_log::client_of(&req);
+    match admit(state.get_ref(), req.query_string(), req.headers(), &client).await {
         Ok(stream) => {
+            access_log::stream_opened(req.path(), stream.topics(), started.elapsed(), &client);
             let mut response = response_head(req.version()).streaming(stream);
             close_delimited_for(req.version(), &mut response);
+            response.extensions_mut().insert(Logged);
             response
         }
         Err(error) => error.answer(req.headers(), req.version(), state.stream.retry),
@@ -125,7 +133,7 @@ pub async fn head(req: HttpRequest, state: web::Data<GatewayState>) -> HttpRespo
 /// Everything a stream request does before its first byte, on both paths:
 /// the refusals (stopping, bad request, too many streams from `client`'s
 /// address, access, too many streams, bus down), then the stream. A stream
-/// a token opened ends at the token's `exp`.
+/// a token opened ends at the token's `exp`; its close line names `client`.
 ///
 /// The address's cap comes before the token: a client holding its most
 /// streams costs no signature verification per attempt, and a refused
@@ -134,9 +142,9 @@ pub async fn head(req: HttpRequest, state: web::Data<GatewayState>) -> HttpRespo
 /// the permanent `400` it always is.
 pub async fn admit(
     state: &GatewayState,
-    client: &Client,
     query: &str,
     headers: &HeaderMap,
+    client: &Client,
 ) -> Result<EventStream, StreamError> {
     if state.shutdown.is_draining() {
         return Err(StreamError::ShuttingDown);
@@ -167,12 +175,14 @@ pub async fn admit(
         state.metrics.clone(),
         permit,
         expires_at,
+        StreamLog::new(client),
     )
     .await?)
 }
 
 /// The access check of a subscription: `Some(exp)` when a token opened a
-/// private topic. A refusal is logged with its label, never the token.
+/// private topic. A refusal is logged with its label, never the token,
+/// and counted in `es_auth_refusals_total`.
 fn may_read(
     state: &GatewayState,
     query: &str,
@@ -183,6 +193,10 @@ fn may_read(
         .access
         .may_subscribe(headers, query, &request.topics)
         .map_err(|refusal: Refusal| {
+            state
+                .metrics
+                .auth_refusals()
+                .count(Action::Subscribe, refusal.label());
             tracing::info!(refusal = refusal.label(), "stream refused: access");
             StreamError::Access(refusal)
         })
@@ -222,12 +236,28 @@ fn close_delimited_for(version: Version, response: &mut HttpResponse) {
 pub struct LeanSubscribe(pub GatewayState);
 
 impl LeanSubscribe {
+    /// Who sent `head`, as service-kit's middleware decides on actix's path.
+    fn client(&self, head: &RequestHead) -> Client {
+        self.0
+            .proxies
+            .client(head.peer_addr.map(|peer| peer.ip()), &head.headers)
+    }
+
     /// `response` with the CORS headers actix-cors would have added on
-    /// actix's path: every answer this path writes goes through here, once.
-    fn with_cors(&self, head: &RequestHead, mut response: HttpResponse) -> Response<BoxBody> {
+    /// actix's path, and the request id: every answer this path writes
+    /// goes through here, once.
+    fn finish(
+        &self,
+        head: &RequestHead,
+        client: &Client,
+        mut response: HttpResponse,
+    ) -> Response<BoxBody> {
         let cors = &self.0.cors;
         let verdict = cors.judge(&head.headers, &head.method);
         cors.add_headers(&head.headers, verdict, response.headers_mut());
+        response
+            .headers_mut()
+            .insert(REQUEST_ID, client.request_id.header_value());
         response.into()
     }
 }
@@ -243,24 +273,41 @@ impl StreamRoute for LeanSubscribe {
         &self,
         head: &RequestHead,
     ) -> Result<(Response<BoxBody>, EventStream), Response<BoxBody>> {
-        let client = self.0.client(head);
-        match admit(
-            &self.0,
-            &client,
-            head.uri.query().unwrap_or_default(),
-            &head.headers,
-        )
-        .await
-        {
+        let started = Instant::now();
+        let client = self.client(head);
+        let span = access_log::span(&client);
+        let query = head.uri.query().unwrap_or_default();
+        let admitted = admit(&self.0, query, &head.headers, &client)
+            .instrument(span.clone())
+            .await;
+        let _entered = span.enter();
+        match admitted {
             Ok(stream) => {
+                access_log::stream_opened(PATH, stream.topics(), started.elapsed(), &client);
                 let mut response = response_head(head.version).finish();
                 close_delimited_for(head.version, &mut response);
-                Ok((self.with_cors(head, response), stream))
+                Ok((self.finish(head, &client, response), stream))
             }
-            Err(error) => Err(self.with_cors(
-                head,
-                error.answer(&head.headers, head.version, self.0.stream.retry),
-            )),
+            Err(error) => {
+                let response = self.finish(
+                    head,
+                    &client,
+                    error.answer(&head.headers, head.version, self.0.stream.retry),
+                );
+                let bytes = match actix_web::body::MessageBody::size(response.body()) {
+                    actix_web::body::BodySize::Sized(bytes) => Some(bytes),
+                    _ => None,
+                };
+                access_log::request(
+                    &head.method,
+                    PATH,
+                    response.status(),
+                    started.elapsed(),
+                    bytes,
+                    &client,
+                );
+                Err(response)
+            }
         }
     }
 
@@ -276,15 +323,18 @@ impl StreamRoute for LeanSubscribe {
                 retry_after_refusals(self.0.stream.retry, refusals),
                 "too many connections from this address",
             );
-            self.with_cors(head, response)
+            self.finish(head, &self.client(head), response)
         })
     }
 
     /// A stream whose writes timed out had a client that stopped reading:
     /// counted as a slow-client disconnect like one that fell a queue behind.
+    /// Its close line says so too (it is written as `body` is dropped).
     fn ended(&self, mut body: EventStream, end: StreamEnd) {
-        if end == StreamEnd::WriteTimedOut {
-            body.client_stopped_reading();
+        match end {
+            StreamEnd::WriteTimedOut => body.client_stopped_reading(),
+            StreamEnd::Failed => body.connection_failed(),
+            StreamEnd::Finished | StreamEnd::ClientGone => {}
         }
     }
 }
@@ -316,7 +366,7 @@ mod tests {
             }),
             access: Access::open(),
             per_address: None,
-            trusted_proxies: TrustedProxies::default(),
+            proxies: TrustedProxies::default(),
         }
     }
 

@@ -23,6 +23,11 @@
 //! topic. With several topics the id names every topic's position, so only
 //! the `id:` line is written per client, in front of the shared body.
 //!
+//! Each stream carries what its close line in the access log says
+//! ([`StreamLog`]): its request id, client address, start, bytes and
+//! events written, and why it ended; the line is written when the stream
+//! is dropped, on either path that serves it.
+//!
 //! The body is polled by hand rather than written as an `async` loop: an
 //! idle stream is then a couple of hundred bytes plus its timer and one
 //! small pending receive per topic, instead of a state machine sized for
@@ -43,6 +48,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use connection::per_address::Slot;
 use futures_util::Stream;
 use operations::Shutdown;
+use service_kit::access_log;
+use service_kit::{Client, RequestId};
 
 use crate::metrics::StreamMetrics;
 use shared_types::event::encode_body;
@@ -108,6 +115,74 @@ impl Drop for Permit {
     }
 }
 
+/// Why a stream ended, as its close line says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The client closed the connection (or the stream was dropped
+    /// without another reason: the connection is gone).
+    ClientGone,
+    /// Its token's `exp` came.
+    TokenExpired,
+    /// The client fell a whole queue behind.
+    TooSlow,
+    /// The client stopped reading; the kernel aborted the connection.
+    WriteTimedOut,
+    /// Another write error.
+    Failed,
+    /// The process is shutting down.
+    Shutdown,
+    /// The bus ended the subscription.
+    BusClosed,
+    /// A gap could not be refilled from history.
+    RefillFailed,
+}
+
+impl Ending {
+    /// A stable label for logs.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::ClientGone => "client-gone",
+            Self::TokenExpired => "token-expired",
+            Self::TooSlow => "too-slow",
+            Self::WriteTimedOut => "write-timed-out",
+            Self::Failed => "failed",
+            Self::Shutdown => "shutdown",
+            Self::BusClosed => "bus-closed",
+            Self::RefillFailed => "refill-failed",
+        }
+    }
+}
+
+/// What a stream's close line says, gathered while it runs: 72 bytes in
+/// the stream (and the id's 32 on the heap), for every open stream.
+#[derive(Debug)]
+pub struct StreamLog {
+    request_id: RequestId,
+    client: Option<std::net::IpAddr>,
+    opened: Instant,
+    /// Body bytes handed to the connection (chunk framing not counted).
+    bytes: u64,
+    /// Published events written, replayed ones included.
+    events: u64,
+    /// Set where the stream decides to end; `None` when it was dropped
+    /// from outside.
+    end: Option<Ending>,
+}
+
+impl StreamLog {
+    /// The log of a stream opening now for `client`.
+    pub fn new(client: &Client) -> Self {
+        Self {
+            request_id: client.request_id.clone(),
+            client: client.address,
+            opened: Instant::now(),
+            bytes: 0,
+            events: 0,
+            end: None,
+        }
+    }
+}
+
 /// One subscribed topic of a stream.
 struct Feed {
     topic: Arc<str>,
@@ -154,6 +229,7 @@ pub struct EventStream {
     /// Deliveries not yet added to the shared counter (saves an atomic
     /// operation per event per client).
     unreported: u64,
+    log: StreamLog,
 }
 
 impl std::fmt::Debug for EventStream {
@@ -180,7 +256,8 @@ impl EventStream {
     /// Subscribes to `topics`; a client resuming after a cursor is then
     /// replayed from it as the body is written, any other starts at each
     /// topic's head (one whose cursor was unreadable is told so first).
-    /// `expires_at` (seconds since the Unix epoch) ends it, when given.
+    /// `expires_at` (seconds since the Unix epoch) ends it, when given;
+    /// `log` is written as its close line when it is dropped.
     #[allow(clippy::too_many_arguments)]
     pub async fn open(
         bus: Bus,
@@ -191,6 +268,7 @@ impl EventStream {
         metrics: StreamMetrics,
         permit: Permit,
         expires_at: Option<u64>,
+        log: StreamLog,
     ) -> Result<Self, bus::Error> {
         // Only a resuming client needs history; a fresh one starts where
         // its subscription does, which the bus reports with it.
@@ -231,6 +309,7 @@ impl EventStream {
             too_slow: false,
             _permit: permit,
             unreported: 0,
+            log,
         };
         stream.push(sse_retry(stream.config.retry.as_millis() as u64));
         if invalid {
@@ -244,7 +323,7 @@ impl EventStream {
             // stream says so and ends before reading anything.
             Some(Duration::ZERO) => {
                 stream.push(token_expired_frame());
-                stream.finished = true;
+                stream.end(Ending::TokenExpired);
             }
             Some(left) => {
                 stream.expires = Some(Box::pin(tokio::time::sleep_until(now + left)));
@@ -313,13 +392,13 @@ impl EventStream {
                     Poll::Ready(Recv::Lagged) => {
                         // Everything pending is whole frames: the client
                         // gets them, then the end, and resumes from history.
-                        tracing::debug!("client too slow; closing its stream");
+                        tracing::debug!(request_id = %self.log.request_id, "client too slow; closing its stream");
                         self.too_slow = true;
-                        self.finished = true;
+                        self.end(Ending::TooSlow);
                         return Poll::Ready(());
                     }
                     Poll::Ready(Recv::Closed) => {
-                        self.finished = true;
+                        self.end(Ending::BusClosed);
                         return Poll::Ready(());
                     }
                 }
@@ -389,6 +468,7 @@ impl EventStream {
             frame.put(body);
             self.push(frame.freeze());
         }
+        self.log.events += 1;
         self.unreported += 1;
         if self.unreported >= 256 {
             self.metrics.delivered().inc_by(self.unreported);
@@ -396,10 +476,28 @@ impl EventStream {
         }
     }
 
+    /// How many topics the stream follows.
+    pub fn topics(&self) -> usize {
+        self.feeds.len()
+    }
+
     /// The client stopped reading and the connection was aborted: counted
     /// in `es_slow_client_disconnects_total` when the stream is dropped.
     pub fn client_stopped_reading(&mut self) {
         self.too_slow = true;
+        self.log.end = Some(Ending::WriteTimedOut);
+    }
+
+    /// The connection failed for another reason than the client leaving
+    /// or not reading: said so in the close line.
+    pub fn connection_failed(&mut self) {
+        self.log.end.get_or_insert(Ending::Failed);
+    }
+
+    /// The stream ends once what is pending is written, for `why`.
+    fn end(&mut self, why: Ending) {
+        self.finished = true;
+        self.log.end.get_or_insert(why);
     }
 
     fn cursor(&self) -> Cursor {
@@ -422,7 +520,7 @@ impl Stream for EventStream {
                 this.expires = None;
                 this.refill = None;
                 this.push(token_expired_frame());
-                this.finished = true;
+                this.end(Ending::TokenExpired);
             }
             // A refill runs alone: live events wait in the ring until it is
             // written, then those already covered are skipped.
@@ -432,13 +530,14 @@ impl Stream for EventStream {
                 match result {
                     Ok(replay) => this.apply_replay(index, replay),
                     Err(error) => {
-                        tracing::warn!(%error, topic = %this.feeds[index].topic, "cannot refill a gap; closing the stream");
-                        this.finished = true;
+                        tracing::warn!(%error, topic = %this.feeds[index].topic, request_id = %this.log.request_id, "cannot refill a gap; closing the stream");
+                        this.end(Ending::RefillFailed);
                     }
                 }
             }
             if let Some(chunk) = this.take_pending() {
                 this.last_sent = Instant::now();
+                this.log.bytes += chunk.len() as u64;
                 return Poll::Ready(Some(Ok(chunk)));
             }
             if this.finished {
@@ -448,6 +547,7 @@ impl Stream for EventStream {
                 // Shutdown began earlier and this stream's moment to end came.
                 Some(closing) => {
                     if closing.as_mut().poll(cx).is_ready() {
+                        this.log.end.get_or_insert(Ending::Shutdown);
                         return Poll::Ready(None);
                     }
                 }
@@ -522,6 +622,18 @@ impl Drop for EventStream {
         }
         self.metrics.delivered().inc_by(self.unreported);
         self.metrics.connections().dec();
+        let log = &self.log;
+        tracing::info!(
+            target: access_log::TARGET,
+            request_id = %log.request_id,
+            client = %access_log::Address(log.client),
+            topics = self.feeds.len(),
+            duration_ms = access_log::millis(log.opened.elapsed()),
+            bytes = log.bytes,
+            events = log.events,
+            end = %log.end.unwrap_or(Ending::ClientGone).label(),
+            "stream closed"
+        );
     }
 }
 
@@ -537,6 +649,9 @@ mod tests {
     fn an_idle_stream_stays_small() {
         let size = std::mem::size_of::<super::EventStream>();
         assert!(size <= 512, "EventStream is {size} bytes");
+        // Its close line's share: see StreamLog.
+        let log = std::mem::size_of::<StreamLog>();
+        assert!(log <= 72, "StreamLog is {log} bytes");
     }
 
     #[tokio::test]
@@ -565,6 +680,10 @@ mod tests {
             StreamMetrics::register(&operations::Metrics::new()),
             Permit::acquire(&open, 1, None).unwrap(),
             None,
+            StreamLog::new(&Client {
+                address: None,
+                request_id: RequestId::new(),
+            }),
         )
         .await
         .unwrap();

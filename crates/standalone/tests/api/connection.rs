@@ -197,7 +197,7 @@ async fn invented_methods_share_one_metric_label() {
     }
     let count = app
         .metric(&format!(
-            "{REQUEST_METRIC}{{method=\"other\",route=\"unmatched\",status=\"404\"}}"
+            "{REQUEST_METRIC}{{method=\"other\",route=\"other\",status=\"404\"}}"
         ))
         .await;
     assert_eq!(count, 2.0);

@@ -9,5 +9,6 @@ mod helpers;
 mod limits;
 mod page;
 mod publish_and_stream;
+mod request_log;
 mod resume;
 mod slow_clients;
