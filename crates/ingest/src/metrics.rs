@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use operations::Metrics;
-use operations::metrics::Limit;
 use operations::metrics::AuthRefusals;
+use operations::metrics::Limit;
 use prometheus_client::metrics::counter::Counter;
 
 use crate::limit::PublishLimit;

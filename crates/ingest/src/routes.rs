@@ -4,8 +4,8 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::HeaderMap;
 use actix_web::{HttpRequest, HttpResponse, web};
 use operations::metrics::Action;
-use service_kit::cors::{Policy, Verdict};
 use service_kit::access_log::client_of;
+use service_kit::cors::{Policy, Verdict};
 use service_kit::{Access, Client, Refusal};
 use shared_types::{JSend, Limits, ValidPublish};
 
