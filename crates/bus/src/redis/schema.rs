@@ -39,6 +39,11 @@ use crate::error::Error;
 /// behind a long backlog) until after the caller gave up and answered 503
 /// must not store the event then. It answers `EXPIRED` and changes nothing.
 ///
+/// In cluster mode the channel argument is empty and the script publishes
+/// nothing: the store broadcasts with `SPUBLISH` itself, once `WAIT` has
+/// seen the event on a replica (see `Store::publish`). One script text for
+/// both modes, so both run the same checks and writes.
+///
 /// KEYS: meta, stream. ARGV: epoch candidate (used only when the topic has
 /// no epoch yet; base-36 text because Lua numbers are doubles), event type,
 /// data, approximate MAXLEN, TTL in milliseconds (0: no expiry), channel,
@@ -102,7 +107,9 @@ else
   redis.call('PERSIST', meta)
   redis.call('PERSIST', stream)
 end
-redis.call('PUBLISH', ARGV[6], epoch .. '\n' .. offset .. '\n' .. #ARGV[2] .. '\n' .. ARGV[2] .. ARGV[3])
+if #ARGV[6] > 0 then
+  redis.call('PUBLISH', ARGV[6], epoch .. '\n' .. offset .. '\n' .. #ARGV[2] .. '\n' .. ARGV[2] .. ARGV[3])
+end
 return {epoch, offset}
 "#;
 
@@ -154,9 +161,8 @@ pub(crate) struct Message {
     pub(crate) data: String,
 }
 
-/// Encodes a message exactly as the publish script does; the script is the
-/// writer in production, this is for tests of the decoder.
-#[cfg(test)]
+/// Encodes a message exactly as the publish script does: the writer in
+/// cluster mode, where the store broadcasts after replication.
 pub(crate) fn encode_message(position: Position, event_type: &str, data: &str) -> Vec<u8> {
     format!(
         "{}\n{}\n{}\n{event_type}{data}",
