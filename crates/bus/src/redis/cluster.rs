@@ -69,14 +69,29 @@ pub(crate) fn slot(key: &[u8]) -> u16 {
     crc16::State::<crc16::XMODEM>::calculate(tagged) % SLOTS
 }
 
-/// A hash tag, `<base>.<n>` for the smallest `n`, whose slot is `slot`.
-/// About [`SLOTS`] tries on average: microseconds, once per master per
-/// layout.
-pub(crate) fn tag_in_slot(base: &str, slot: u16) -> String {
-    (0u32..)
-        .map(|n| format!("{base}.{n}"))
-        .find(|tag| self::slot(tag.as_bytes()) == slot)
-        .unwrap_or_default()
+/// A hash tag, `<base>.<n>` for the smallest `n`, whose slot lies in one
+/// of `ranges` (inclusive): the same tag for as long as the ranges stay.
+/// A master owns about a third of the slots in a 3-master cluster, so this
+/// takes a few tries (asking for one exact slot would take ~16,000: that
+/// cost, on every health check, once starved the relay's runtime). `None`
+/// only for ranges that own no slot.
+pub(crate) fn tag_in_ranges(base: &str, ranges: &[(u16, u16)]) -> Option<String> {
+    let owned: u32 = ranges
+        .iter()
+        .map(|(start, end)| u32::from(end.saturating_sub(*start)) + 1)
+        .sum();
+    if owned == 0 {
+        return None;
+    }
+    // Each try lands in the ranges with probability owned / SLOTS; past
+    // this many tries (a miss chance far below 1e-9) give up.
+    let tries = (u32::from(SLOTS) / owned + 1).saturating_mul(32);
+    (0..tries).map(|n| format!("{base}.{n}")).find(|tag| {
+        let slot = self::slot(tag.as_bytes());
+        ranges
+            .iter()
+            .any(|(start, end)| (*start..=*end).contains(&slot))
+    })
 }
 
 #[cfg(test)]
@@ -94,8 +109,20 @@ mod tests {
             slot(b"{}x"),
             crc16::State::<crc16::XMODEM>::calculate(b"{}x") % SLOTS
         );
-        for target in [0, 1, 5461, 16_383] {
-            assert_eq!(slot(tag_in_slot("t", target).as_bytes()), target);
+        for ranges in [
+            vec![(0, 5460)],
+            vec![(5461, 10_922)],
+            vec![(100, 100), (16_000, 16_383)],
+            vec![(0, 0)],
+        ] {
+            let tag = tag_in_ranges("t", &ranges).unwrap();
+            let slot = slot(tag.as_bytes());
+            assert!(
+                ranges.iter().any(|(s, e)| (*s..=*e).contains(&slot)),
+                "{tag} is in slot {slot}, outside {ranges:?}"
+            );
+            // Stable: the same ranges give the same tag.
+            assert_eq!(tag_in_ranges("t", &ranges).unwrap(), tag);
         }
     }
 }

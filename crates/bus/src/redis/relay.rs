@@ -580,13 +580,11 @@ impl Relay {
         let wanted: Vec<String> = match session.link {
             Link::Single { .. } => vec![self.health_base.clone()],
             Link::Cluster { .. } => self
-                .store_call("read the cluster layout", self.store.master_slots())
+                .store_call("read the cluster layout", self.store.master_ranges())
                 .await?
-                .into_iter()
-                .map(|slot| {
-                    let tag = cluster::tag_in_slot(&self.health_base, slot);
-                    self.store.keys.health_channel(&format!("{{{tag}}}"))
-                })
+                .iter()
+                .filter_map(|ranges| cluster::tag_in_ranges(&self.health_base, ranges))
+                .map(|tag| self.store.keys.health_channel(&format!("{{{tag}}}")))
                 .collect(),
         };
         let limit = self.store.config.response_timeout;

@@ -104,9 +104,10 @@ impl Store {
         .await
     }
 
-    /// Cluster mode: for each master, the first slot it owns, from
-    /// `CLUSTER SLOTS` (asked of any node).
-    pub(crate) async fn master_slots(&self) -> Result<Vec<u16>, Error> {
+    /// Cluster mode: for each master, the slot ranges it owns, from
+    /// `CLUSTER SLOTS` (asked of any node), masters ordered by their lowest
+    /// slot so the same layout always gives the same list.
+    pub(crate) async fn master_ranges(&self) -> Result<Vec<Vec<(u16, u16)>>, Error> {
         let reply: Value = self
             .run(async |c| ::redis::cmd("CLUSTER").arg("SLOTS").query_async(c).await)
             .await?;
@@ -114,25 +115,32 @@ impl Store {
         let Value::Array(ranges) = reply else {
             return Err(corrupt());
         };
-        // Master address → lowest slot start.
-        let mut masters: std::collections::HashMap<Vec<u8>, u16> = std::collections::HashMap::new();
+        // Master address (host and port as Redis sent them) → its ranges.
+        let mut masters: std::collections::HashMap<String, Vec<(u16, u16)>> =
+            std::collections::HashMap::new();
         for range in ranges {
             let Value::Array(fields) = range else {
                 return Err(corrupt());
             };
-            let (Some(Value::Int(start)), Some(Value::Array(master))) =
-                (fields.first(), fields.get(2))
+            let (Some(Value::Int(start)), Some(Value::Int(end)), Some(Value::Array(master))) =
+                (fields.first(), fields.get(1), fields.get(2))
             else {
                 return Err(corrupt());
             };
             let start = u16::try_from(*start).map_err(|_| corrupt())?;
-            let address = format!("{:?}", master.iter().take(2).collect::<Vec<_>>()).into_bytes();
-            let lowest = masters.entry(address).or_insert(start);
-            *lowest = (*lowest).min(start);
+            let end = u16::try_from(*end).map_err(|_| corrupt())?;
+            let address = format!("{:?}", master.iter().take(2).collect::<Vec<_>>());
+            masters.entry(address).or_default().push((start, end));
         }
-        let mut slots: Vec<u16> = masters.into_values().collect();
-        slots.sort_unstable();
-        Ok(slots)
+        let mut layout: Vec<Vec<(u16, u16)>> = masters
+            .into_values()
+            .map(|mut owned| {
+                owned.sort_unstable();
+                owned
+            })
+            .collect();
+        layout.sort_unstable();
+        Ok(layout)
     }
 
     /// Stores and broadcasts one event; see [`schema::PUBLISH_SCRIPT`].
