@@ -23,6 +23,25 @@ use shared_types::{Epoch, Position};
 
 use crate::error::Error;
 
+/// Reads a topic in one atomic step: its meta (epoch, offset), the first
+/// retained stream entry, and up to `count` entries from an id on, so all
+/// three describe the same moment.
+///
+/// KEYS: meta, stream. ARGV: first id to read (`<offset>-0`), count.
+/// Returns `{meta, first, range}` as HMGET and XRANGE would.
+///
+/// A script rather than MULTI/EXEC: a cluster connection follows a
+/// `MOVED` or `ASK` for a script (one command routed by its keys) but not
+/// for the commands inside a transaction, which come back as a
+/// `Transaction aborted` error after a slot moved or a failover, until
+/// something else refreshes the slot map.
+pub(crate) const SNAPSHOT_SCRIPT: &str = r#"
+local meta = redis.call('HMGET', KEYS[1], 'epoch', 'offset')
+local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
+local range = redis.call('XRANGE', KEYS[2], ARGV[1], '+', 'COUNT', ARGV[2])
+return {meta, first, range}
+"#;
+
 /// The Lua script that publishes one event. Redis runs a script atomically,
 /// so the event is stored and broadcast, or neither.
 ///

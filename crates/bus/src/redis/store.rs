@@ -28,6 +28,8 @@ pub(crate) struct Store {
     /// One value for the process: `invoke_async` sends EVALSHA with its
     /// hash and loads the script only when Redis answers NOSCRIPT.
     script: ::redis::Script,
+    /// The same for [`schema::SNAPSHOT_SCRIPT`].
+    snapshot_script: ::redis::Script,
     pub(crate) config: RedisConfig,
     /// The URL with any password masked, for logs and errors.
     pub(crate) url: String,
@@ -62,6 +64,7 @@ impl Store {
             connections: Connections::new(&config, &url)?,
             keys: Keys::new(&config.key_prefix),
             script: ::redis::Script::new(schema::PUBLISH_SCRIPT),
+            snapshot_script: ::redis::Script::new(schema::SNAPSHOT_SCRIPT),
             config,
             url,
             counters: Counters::default(),
@@ -267,35 +270,23 @@ impl Store {
     }
 
     /// Reads meta, the first retained id and entries from `from` in one
-    /// MULTI/EXEC, so all three describe the same moment.
+    /// atomic step ([`schema::SNAPSHOT_SCRIPT`]), so all three describe the
+    /// same moment.
     async fn snapshot(&self, topic: &str, from: u64, count: usize) -> Result<Snapshot, Error> {
-        let stream = self.keys.stream(topic);
         let replies: Vec<Value> = self
             .run(async |c| {
-                ::redis::pipe()
-                    .atomic()
-                    .cmd("HMGET")
-                    .arg(self.keys.meta(topic))
-                    .arg("epoch")
-                    .arg("offset")
-                    .cmd("XRANGE")
-                    .arg(&stream)
-                    .arg("-")
-                    .arg("+")
-                    .arg("COUNT")
-                    .arg(1)
-                    .cmd("XRANGE")
-                    .arg(&stream)
+                let mut invocation = self.snapshot_script.prepare_invoke();
+                invocation
+                    .key(self.keys.meta(topic))
+                    .key(self.keys.stream(topic))
                     .arg(format!("{from}-0"))
-                    .arg("+")
-                    .arg("COUNT")
-                    .arg(count)
-                    .query_async(c)
-                    .await
+                    .arg(count);
+                invocation.invoke_async(c).await
             })
             .await?;
-        let [meta, first, range] = <[Value; 3]>::try_from(replies)
-            .map_err(|_| Error::Corrupt("MULTI/EXEC returned the wrong reply count".into()))?;
+        let [meta, first, range] = <[Value; 3]>::try_from(replies).map_err(|_| {
+            Error::Corrupt("the snapshot script returned the wrong reply count".into())
+        })?;
         Ok(Snapshot {
             head: schema::parse_meta(meta)?,
             first: schema::parse_entries(first)?
