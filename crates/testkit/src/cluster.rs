@@ -43,28 +43,15 @@ impl RedisCluster {
     pub fn start() -> Self {
         let dir = std::env::temp_dir().join(format!("es-cluster-{}", crate::unique_prefix()));
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {dir:?}: {e}"));
-        let mut nodes = Vec::new();
-        for _ in 0..6 {
-            let port = crate::free_port();
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .args(["--cluster-enabled", "yes"])
-                .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
-                .args(["--cluster-node-timeout", &NODE_TIMEOUT_MS.to_string()])
-                // Replicas sync at once rather than after 5 s.
-                .args(["--repl-diskless-sync-delay", "0"])
-                .args(["--dir", &dir.to_string_lossy()])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot run redis-server: {e}"));
-            nodes.push(Node {
-                port,
-                child: Some(child),
-            });
-        }
+        let nodes = (0..6)
+            .map(|_| {
+                let port = crate::free_port();
+                Node {
+                    port,
+                    child: Some(spawn_node(&dir, port)),
+                }
+            })
+            .collect();
         let cluster = Self { nodes, dir };
         for node in &cluster.nodes {
             let deadline = Instant::now() + FORM_TIMEOUT;
@@ -211,6 +198,45 @@ impl RedisCluster {
         }
     }
 
+    /// Starts the killed node `port` again with its cluster config: it
+    /// rejoins, as a replica if its slots were failed over meanwhile.
+    pub fn restart(&mut self, port: u16) {
+        let dir = self.dir.clone();
+        if let Some(node) = self.nodes.iter_mut().find(|node| node.port == port)
+            && node.child.is_none()
+        {
+            node.child = Some(spawn_node(&dir, port));
+        }
+    }
+
+    /// Waits until `gone` owns no slot and three masters hold all of them
+    /// with `cluster_state:ok` on every running node: the failover after
+    /// `gone` died is done. False after `timeout`.
+    pub fn wait_failover(&self, gone: u16, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let masters = self.masters();
+            let covered: u32 = masters
+                .iter()
+                .flat_map(|(_, _, ranges)| ranges)
+                .map(|(a, b)| u32::from(*b) - u32::from(*a) + 1)
+                .sum();
+            let ok = self.running_ports().iter().all(|port| {
+                self.cli(*port, &["cluster", "info"])
+                    .contains("cluster_state:ok")
+            });
+            if ok
+                && masters.len() == 3
+                && covered == 16_384
+                && masters.iter().all(|(port, _, _)| *port != gone)
+            {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
     /// Moves `slot` and its keys to the master on port `to` by hand, the
     /// steps `redis-cli --cluster reshard` takes: IMPORTING on the target,
     /// MIGRATING on the source, MIGRATE of every key, then the new owner
@@ -260,13 +286,42 @@ impl RedisCluster {
                 "migrate: {out}"
             );
         }
-        for (port, _, _) in &masters {
+        // The new owner first, then the old one, then the rest: the order
+        // `redis-cli --cluster reshard` uses, so no node sends a client
+        // back to a node that does not serve the slot yet.
+        let mut order = vec![to, from];
+        order.extend(
+            masters
+                .iter()
+                .map(|(port, _, _)| *port)
+                .filter(|port| *port != to && *port != from),
+        );
+        for port in order {
             ok(
-                self.cli(*port, &["cluster", "setslot", &slot_text, "node", &id(to)]),
+                self.cli(port, &["cluster", "setslot", &slot_text, "node", &id(to)]),
                 "node",
             );
         }
     }
+}
+
+/// Starts one node on `port`, its cluster config file in `dir` (so a node
+/// restarted on the same port rejoins as the node it was).
+fn spawn_node(dir: &std::path::Path, port: u16) -> Child {
+    Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .args(["--cluster-enabled", "yes"])
+        .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
+        .args(["--cluster-node-timeout", &NODE_TIMEOUT_MS.to_string()])
+        // Replicas sync at once rather than after 5 s.
+        .args(["--repl-diskless-sync-delay", "0"])
+        .args(["--dir", &dir.to_string_lossy()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run redis-server: {e}"))
 }
 
 impl Drop for RedisCluster {
