@@ -83,16 +83,37 @@ impl Cluster {
 /// The settings every service of a cluster gets: the Redis engine at
 /// `redis`, a fresh key prefix, short health checks; `extra` on top.
 pub fn service_env(redis: &RedisServer, extra: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> = vec![
-        ("ES__BUS__ENGINE".into(), "redis".into()),
-        ("ES__REDIS__URL".into(), redis.url()),
+    with_test_settings(vec![("ES__REDIS__URL".into(), redis.url())], extra)
+}
+
+/// The same over a Redis Cluster: cluster mode with `seeds` as the seed
+/// list.
+pub fn cluster_service_env(seeds: &[String], extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    with_test_settings(
+        vec![
+            ("ES__REDIS__MODE".into(), "cluster".into()),
+            ("ES__REDIS__CLUSTER_NODES".into(), seeds.join(",")),
+        ],
+        extra,
+    )
+}
+
+/// `redis` (where Redis is) plus the settings every test service gets,
+/// then `extra` on top.
+fn with_test_settings(
+    redis: Vec<(String, String)>,
+    extra: &[(&str, &str)],
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = vec![("ES__BUS__ENGINE".into(), "redis".into())];
+    env.extend(redis);
+    env.extend::<[(String, String); 5]>([
         ("ES__REDIS__KEY_PREFIX".into(), unique_prefix()),
         // Fast failure detection keeps the outage scenarios short.
         ("ES__REDIS__PING_INTERVAL_MS".into(), "200".into()),
         ("ES__REDIS__PING_TIMEOUT_MS".into(), "500".into()),
         ("ES__STREAM__KEEPALIVE_MS".into(), "250".into()),
         ("ES__HTTP__SHUTDOWN_GRACE_MS".into(), "2000".into()),
-    ];
+    ]);
     for (key, value) in extra {
         env.retain(|(k, _)| k != key);
         env.push((key.to_string(), value.to_string()));

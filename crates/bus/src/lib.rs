@@ -31,7 +31,7 @@ use shared_types::Position;
 pub use stats::BusStats;
 pub use subscription::{Recv, Subscription};
 
-pub use crate::redis::{RedisConfig, RedisEngine, Role};
+pub use crate::redis::{RedisConfig, RedisEngine, RedisMode, Role};
 
 /// A cheap, cloneable handle to the configured engine.
 #[derive(Debug, Clone)]

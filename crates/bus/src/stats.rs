@@ -28,6 +28,10 @@ pub struct BusStats {
     /// Fresh subscribers whose starting position came from the live feed
     /// in this process rather than from a head read in Redis.
     pub local_heads: u64,
+    /// Cluster mode: topics subscribed again on a node outside a
+    /// reconnect (a slot moved, a node came back), each followed by a
+    /// refill.
+    pub resubscriptions: u64,
 }
 
 /// The live counters behind [`BusStats`].
@@ -40,6 +44,7 @@ pub(crate) struct Counters {
     pub(crate) duplicates_dropped: AtomicU64,
     pub(crate) corrupt_messages: AtomicU64,
     pub(crate) local_heads: AtomicU64,
+    pub(crate) resubscriptions: AtomicU64,
 }
 
 impl Counters {
@@ -59,6 +64,7 @@ impl Counters {
             duplicates_dropped: read(&self.duplicates_dropped),
             corrupt_messages: read(&self.corrupt_messages),
             local_heads: read(&self.local_heads),
+            resubscriptions: read(&self.resubscriptions),
         }
     }
 }

@@ -228,6 +228,11 @@ impl Metrics {
                 stats.refilled_events,
             ),
             (
+                "es_bus_resubscriptions",
+                "Cluster mode: topics subscribed again after a slot moved or a node came back",
+                stats.resubscriptions,
+            ),
+            (
                 "es_bus_local_heads",
                 "Fresh streams started from the live feed without reading Redis",
                 stats.local_heads,

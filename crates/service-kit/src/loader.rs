@@ -57,7 +57,8 @@ impl<S: Sections> Settings<S> {
                 .try_parsing(true)
                 .list_separator(",")
                 .with_list_parse_key("http.cors.allowed_origins")
-                .with_list_parse_key("http.trusted_proxies"),
+                .with_list_parse_key("http.trusted_proxies")
+                .with_list_parse_key("redis.cluster_nodes"),
             |environment, key| environment.with_list_parse_key(key),
         );
         let environment = environment.source(Some(env.clone()));
@@ -274,6 +275,71 @@ mod tests {
             assert!(
                 error.contains(named),
                 "{key}={value}: {error:?} should name {named}"
+            );
+        }
+    }
+
+    #[test]
+    fn cluster_mode_takes_a_seed_list_and_refuses_each_bad_one() {
+        let settings: Settings = Settings::load_from(
+            STANDALONE,
+            None,
+            env(&[
+                ("ES__REDIS__MODE", "cluster"),
+                ("ES__REDIS__CLUSTER_NODES", "redis://a:1,redis://b:2"),
+            ]),
+        )
+        .unwrap();
+        let config = settings.redis_config();
+        assert_eq!(config.mode, bus::RedisMode::Cluster);
+        assert_eq!(config.cluster_nodes, ["redis://a:1", "redis://b:2"]);
+        assert_eq!(config.cluster_ack_replicas, 1);
+        let single: Settings = Settings::load_from(STANDALONE, None, env(&[])).unwrap();
+        assert_eq!(single.redis_config().mode, bus::RedisMode::Single);
+
+        let too_many = vec!["redis://n:1"; 33].join(",");
+        let cases = [
+            (
+                vec![("ES__REDIS__MODE", "cluster")],
+                "redis.cluster_nodes",
+                "no seeds",
+            ),
+            (
+                vec![
+                    ("ES__REDIS__MODE", "cluster"),
+                    ("ES__REDIS__CLUSTER_NODES", too_many.as_str()),
+                ],
+                "redis.cluster_nodes",
+                "33 seeds",
+            ),
+            (
+                vec![
+                    ("ES__REDIS__MODE", "cluster"),
+                    ("ES__REDIS__CLUSTER_NODES", "http://u:secret@n:1"),
+                ],
+                "redis.cluster_nodes",
+                "another scheme",
+            ),
+            (
+                vec![("ES__REDIS__MODE", "sentinel")],
+                "redis.mode",
+                "an unknown mode",
+            ),
+            (
+                vec![("ES__REDIS__CLUSTER_ACK_REPLICAS", "9")],
+                "redis.cluster_ack_replicas",
+                "9 replicas",
+            ),
+        ];
+        for (pairs, named, why) in cases {
+            let error = load(&pairs).unwrap_err().to_string();
+            assert!(
+                error.contains(named),
+                "{why}: {error:?} should name {named}"
+            );
+            assert!(
+                !error.contains("secret"),
+                "{why}: a password leaked: {error}"
             );
         }
     }

@@ -183,9 +183,32 @@ pub struct BusSettings {
     pub max_topics: usize,
 }
 
+/// `redis.mode`: one Redis, or a Redis Cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisMode {
+    Single,
+    Cluster,
+}
+
+/// Most seeds `redis.cluster_nodes` may list: a few reachable nodes are
+/// enough to learn the whole layout.
+pub const MAX_CLUSTER_NODES: usize = 32;
+
+/// Most replicas `redis.cluster_ack_replicas` may ask for.
+pub const MAX_ACK_REPLICAS: u32 = 8;
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct RedisSettings {
+    /// `single` (default): `url` names the Redis. `cluster`:
+    /// `cluster_nodes` are seeds of a Redis Cluster.
+    pub mode: RedisMode,
     pub url: String,
+    /// Cluster mode: `redis://host:port` of some nodes (1 to 32).
+    pub cluster_nodes: Vec<String>,
+    /// Cluster mode: replicas that must hold a publish before it is
+    /// answered 201 and broadcast (0 to 8).
+    pub cluster_ack_replicas: u32,
     /// Prefix of every key and channel, so deployments can share a Redis.
     pub key_prefix: String,
     pub connect_timeout_ms: u64,
@@ -220,6 +243,25 @@ impl Common {
                 "redis.url",
                 "must start with redis://, rediss:// or unix://",
             ));
+        }
+        if self.redis.mode == RedisMode::Cluster {
+            let nodes = &self.redis.cluster_nodes;
+            if nodes.is_empty() || nodes.len() > MAX_CLUSTER_NODES {
+                return Err(rule(
+                    "redis.cluster_nodes",
+                    "must list 1 to 32 nodes in cluster mode",
+                ));
+            }
+            if let Some(node) = nodes.iter().find(|node| !node.starts_with("redis://")) {
+                let node = bus::RedisConfig::redacted(node);
+                return Err(rule(
+                    "redis.cluster_nodes",
+                    format!("each node must start with redis:// ({node} does not)"),
+                ));
+            }
+        }
+        if self.redis.cluster_ack_replicas > MAX_ACK_REPLICAS {
+            return Err(rule("redis.cluster_ack_replicas", "must be 0 to 8"));
         }
         if self.redis.key_prefix.is_empty()
             || !self
@@ -260,6 +302,12 @@ impl<S: Sections> Settings<S> {
         let ms = Duration::from_millis;
         bus::RedisConfig {
             url: self.redis.url.clone(),
+            mode: match self.redis.mode {
+                RedisMode::Single => bus::RedisMode::Single,
+                RedisMode::Cluster => bus::RedisMode::Cluster,
+            },
+            cluster_nodes: self.redis.cluster_nodes.clone(),
+            cluster_ack_replicas: self.redis.cluster_ack_replicas,
             key_prefix: self.redis.key_prefix.clone(),
             connect_timeout: ms(self.redis.connect_timeout_ms),
             response_timeout: ms(self.redis.response_timeout_ms),
@@ -367,7 +415,10 @@ history_ttl_secs = 86400
 max_topics = 10000
 
 [redis]
+mode = "single"
 url = "redis://127.0.0.1:6379"
+cluster_nodes = []
+cluster_ack_replicas = 1
 key_prefix = "es"
 connect_timeout_ms = 500
 response_timeout_ms = 500

@@ -2,6 +2,8 @@
 //!
 //! - [`RedisServer`]: a private `redis-server` on a free port, which a test
 //!   can kill, restart, freeze and thaw to act out outages.
+//! - [`RedisCluster`]: a private 3-master, 3-replica Redis Cluster, whose
+//!   masters a test can kill and whose slots it can move.
 //! - [`unique_prefix`]: a key prefix no other test uses, so tests sharing a
 //!   Redis never see each other's data.
 //! - [`wait_until`]: polls a condition against a deadline; tests never sleep
@@ -13,9 +15,11 @@
 //!   with screenshots kept as test artefacts.
 
 pub mod browser;
+pub mod cluster;
 pub mod raw;
 
 pub use browser::Browser;
+pub use cluster::RedisCluster;
 pub use raw::RawClient;
 
 use std::future::Future;
@@ -224,7 +228,7 @@ fn spawn(port: u16) -> Result<Child, String> {
 }
 
 /// Sends PING in RESP and expects `+PONG`, with no Redis client library.
-fn ping(port: u16, timeout: Duration) -> bool {
+pub(crate) fn ping(port: u16, timeout: Duration) -> bool {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let Ok(mut stream) = TcpStream::connect_timeout(&addr, timeout) else {
         return false;
@@ -290,6 +294,24 @@ mod tests {
         assert!(!server.answers(short));
         server.restart();
         assert!(server.answers(short));
+    }
+
+    #[test]
+    fn a_cluster_forms_with_three_masters_and_moves_a_slot() {
+        let cluster = RedisCluster::start();
+        let masters = cluster.masters();
+        assert_eq!(masters.len(), 3);
+        let slot = cluster.keyslot("{probe}");
+        let from = cluster.master_of(slot).unwrap();
+        let port = from.to_string();
+        assert!(
+            cluster.cli(from, &["set", "{probe}", "1"]).contains("OK"),
+            "{port}"
+        );
+        let to = masters.iter().map(|m| m.0).find(|p| *p != from).unwrap();
+        cluster.move_slot(slot, to);
+        assert_eq!(cluster.master_of(slot), Some(to));
+        assert_eq!(cluster.cli(to, &["get", "{probe}"]).trim(), "1");
     }
 
     #[test]

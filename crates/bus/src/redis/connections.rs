@@ -7,6 +7,10 @@
 //! connection measures Redis's clock against ours with `TIME`, so publish
 //! deadlines can be sent in Redis's clock.
 //!
+//! In cluster mode each thread's connection is a cluster connection
+//! (redis-rs keeps one multiplexed connection per node inside it and
+//! routes each command by its key's slot); everything else is the same.
+//!
 //! Every operation, from opening the connection (or waiting for another
 //! caller to open it) to the last reply, runs under one deadline
 //! ([`RedisConfig::operation_timeout`]), so a caller (an HTTP request) is
@@ -18,15 +22,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ::redis::aio::MultiplexedConnection;
+use ::redis::aio::{ConnectionLike, MultiplexedConnection};
+use ::redis::cluster::ClusterClient;
+use ::redis::cluster_async::ClusterConnection;
 use ::redis::{
-    AsyncConnectionConfig, ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo as _,
-    RedisError, RedisResult,
+    AsyncConnectionConfig, Cmd, ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo as _,
+    Pipeline, RedisError, RedisFuture, RedisResult, Value,
 };
 use futures_util::FutureExt as _;
 use futures_util::future::{BoxFuture, Shared};
 
-use super::RedisConfig;
+use super::{RedisConfig, RedisMode, cluster};
 use crate::error::Error;
 
 /// Tells [`Connections`] apart in the per-thread connection table.
@@ -46,10 +52,53 @@ enum Slot {
     Opening { id: u64, future: Opening },
 }
 
-/// A multiplexed connection and whether its driver has stopped.
+/// What commands are sent on: one Redis's connection, or a cluster
+/// connection that routes each command to the master of its key's slot.
+#[derive(Clone)]
+pub(super) enum Commands {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Commands {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(connection) => connection.req_packed_command(cmd),
+            Self::Cluster(connection) => connection.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(connection) => connection.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(connection) => connection.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(connection) => connection.get_db(),
+            Self::Cluster(connection) => connection.get_db(),
+        }
+    }
+}
+
+/// Where connections go.
+#[derive(Clone)]
+enum Target {
+    Single(ConnectionInfo),
+    Cluster(Box<ClusterClient>),
+}
+
+/// A connection and whether its driver has stopped.
 #[derive(Clone)]
 struct Connection {
-    commands: MultiplexedConnection,
+    commands: Commands,
     /// Set when the driver task ends: the socket closed or failed. A
     /// command sent now would fail without reaching Redis, so the caller
     /// opens a new connection instead; after a Redis restart the first
@@ -59,8 +108,19 @@ struct Connection {
 
 impl Connection {
     /// Connects and runs the handshake (AUTH, SELECT) under the caller's
-    /// deadline, then drives the connection on the current runtime.
-    async fn open(info: ConnectionInfo, config: AsyncConnectionConfig) -> RedisResult<Self> {
+    /// deadline, then drives the connection on the current runtime. A
+    /// cluster connection learns the slot map from a seed, and repairs its
+    /// node connections itself: it never counts as closed.
+    async fn open(target: Target, config: AsyncConnectionConfig) -> RedisResult<Self> {
+        let info = match target {
+            Target::Single(info) => info,
+            Target::Cluster(client) => {
+                return Ok(Self {
+                    commands: Commands::Cluster(client.get_async_connection().await?),
+                    closed: Arc::new(AtomicBool::new(false)),
+                });
+            }
+        };
         let (commands, driver) = match info.addr() {
             ConnectionAddr::Tcp(host, port) => {
                 let stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
@@ -92,7 +152,10 @@ impl Connection {
             driver.await;
             flag.store(true, Ordering::Release);
         });
-        Ok(Self { commands, closed })
+        Ok(Self {
+            commands: Commands::Single(commands),
+            closed,
+        })
     }
 
     fn is_closed(&self) -> bool {
@@ -111,8 +174,9 @@ thread_local! {
 pub(super) struct Connections {
     /// Key of these connections in each thread's table.
     id: u64,
-    /// Where and how to connect (address, credentials, database).
-    info: ConnectionInfo,
+    /// Where and how to connect (address, credentials, database; or the
+    /// cluster's seeds).
+    target: Target,
     /// The response timeout of every command. Opening a connection is
     /// bounded in [`Connections::connection`] by `connect_timeout`.
     connection_config: AsyncConnectionConfig,
@@ -128,16 +192,24 @@ impl Connections {
     /// Checks the URL (`url` is its masked form, for the error); connects
     /// nothing yet.
     pub(super) fn new(config: &RedisConfig, url: &str) -> Result<Self, Error> {
-        let info = config
-            .url
-            .as_str()
-            .into_connection_info()
-            .map_err(|e| Error::Unavailable(format!("invalid Redis URL {url}: {e}")))?;
+        let target = match config.mode {
+            RedisMode::Single => Target::Single(
+                config
+                    .url
+                    .as_str()
+                    .into_connection_info()
+                    .map_err(|e| Error::Unavailable(format!("invalid Redis URL {url}: {e}")))?,
+            ),
+            RedisMode::Cluster => Target::Cluster(Box::new(cluster::client(
+                config,
+                None::<tokio::sync::mpsc::UnboundedSender<::redis::PushInfo>>,
+            )?)),
+        };
         let connection_config =
             AsyncConnectionConfig::new().set_response_timeout(Some(config.response_timeout));
         Ok(Self {
             id: NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed),
-            info,
+            target,
             connection_config,
             connect_timeout: config.connect_timeout,
             operation_timeout: config.operation_timeout(),
@@ -153,7 +225,7 @@ impl Connections {
     /// This thread's connection, opening it if there is none or if the one
     /// it had has closed. Callers on the same thread that arrive while it
     /// opens wait for the same attempt.
-    async fn connection(&self) -> Result<(u64, MultiplexedConnection), Error> {
+    async fn connection(&self) -> Result<(u64, Commands), Error> {
         let slot = CONNECTIONS.with_borrow_mut(|table| {
             // A closed connection, or an attempt that failed while nobody
             // was waiting for it, is replaced now rather than failing one
@@ -171,7 +243,7 @@ impl Connections {
             table
                 .entry(self.id)
                 .or_insert_with(|| {
-                    let info = self.info.clone();
+                    let target = self.target.clone();
                     let config = self.connection_config.clone();
                     let offset = self.clock_offset_ms.clone();
                     let limit = self.connect_timeout;
@@ -181,7 +253,7 @@ impl Connections {
                         // connections but never answers the handshake) must
                         // end, or this thread would wait on it for good.
                         let mut connection =
-                            tokio::time::timeout(limit, Connection::open(info, config))
+                            tokio::time::timeout(limit, Connection::open(target, config))
                                 .await
                                 .map_err(|_| {
                                     format!("no connection within {} ms", limit.as_millis())
@@ -244,7 +316,7 @@ impl Connections {
     /// a hang, the next command starts from a fresh connection.
     pub(super) async fn run<T>(
         &self,
-        command: impl AsyncFnOnce(&mut MultiplexedConnection) -> RedisResult<T>,
+        command: impl AsyncFnOnce(&mut Commands) -> RedisResult<T>,
     ) -> Result<T, Error> {
         let bound = self.operation_timeout;
         let mut used = None;
@@ -282,7 +354,7 @@ pub(super) fn unix_ms() -> i64 {
 /// Sets `offset` to Redis's clock minus ours, from one `TIME` round trip
 /// (taken as happening at its midpoint). A slow answer (over 50 ms) says
 /// too little to be used; the previous offset stays.
-async fn measure_clock_offset(connection: &mut MultiplexedConnection, offset: &AtomicI64) {
+async fn measure_clock_offset(connection: &mut Commands, offset: &AtomicI64) {
     let sent = unix_ms();
     let Ok((seconds, micros)) = ::redis::cmd("TIME")
         .query_async::<(i64, i64)>(connection)

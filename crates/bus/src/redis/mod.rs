@@ -25,8 +25,11 @@
 //!   (un)subscribe.
 //! - `relay`: the pub/sub connection, its supervision and gap
 //!   refilling.
+//! - `cluster`: Redis Cluster mode: the one place a cluster client is
+//!   built, and key slots (where each master's health channel goes).
 
 mod backoff;
+mod cluster;
 mod connections;
 mod hub;
 mod relay;
@@ -48,6 +51,19 @@ use crate::replay::{Replay, Slice};
 use crate::stats::{BusStats, Counters};
 use crate::subscription::Subscription;
 
+/// One Redis (or a primary with replicas behind one address), or a Redis
+/// Cluster whose topics are spread over its masters by their hash tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RedisMode {
+    /// `url` names the one Redis; pub/sub is `PUBLISH`/`SUBSCRIBE`.
+    #[default]
+    Single,
+    /// `cluster_nodes` are seeds from which the cluster's layout is
+    /// learnt; each topic's script and its sharded pub/sub
+    /// (`SPUBLISH`/`SSUBSCRIBE`) run on the master that owns its slot.
+    Cluster,
+}
+
 /// How the Redis engine is reached and sized. Durations are plain
 /// [`Duration`]s; the services map their `*_ms` settings onto them.
 #[derive(Debug, Clone)]
@@ -55,6 +71,17 @@ pub struct RedisConfig {
     /// `redis://[user:password@]host:port[/db]` (or `rediss://`, `unix://`).
     /// Never logged as is: errors and logs show it with the password masked.
     pub url: String,
+    /// Single Redis or Redis Cluster; see [`RedisMode`].
+    pub mode: RedisMode,
+    /// Cluster mode: `redis://host:port` of some of the cluster's nodes
+    /// (any of them, masters or replicas); the rest is discovered. `url` is
+    /// not used in cluster mode.
+    pub cluster_nodes: Vec<String>,
+    /// Cluster mode: replicas that must hold a publish before it is
+    /// answered and broadcast (`WAIT`), so a master's failover cannot lose
+    /// an acknowledged event, nor one a subscriber already saw. 0 skips
+    /// the wait (a master without replicas).
+    pub cluster_ack_replicas: u32,
     /// Prefix of every key and channel, so several deployments (or tests)
     /// can share one Redis without seeing each other's data.
     pub key_prefix: String,
@@ -102,6 +129,9 @@ impl Default for RedisConfig {
     fn default() -> Self {
         Self {
             url: "redis://127.0.0.1:6379".to_owned(),
+            mode: RedisMode::Single,
+            cluster_nodes: Vec::new(),
+            cluster_ack_replicas: 1,
             key_prefix: "es".to_owned(),
             connect_timeout: Duration::from_millis(500),
             response_timeout: Duration::from_millis(500),
@@ -124,6 +154,27 @@ impl RedisConfig {
     /// reply. 1 s by default.
     pub fn operation_timeout(&self) -> Duration {
         self.connect_timeout + self.response_timeout
+    }
+
+    /// `url` with any password masked, safe to log or show.
+    pub fn redacted(url: &str) -> String {
+        connections::redact(url)
+    }
+
+    /// Where the engine connects, password masked: the URL, or in cluster
+    /// mode the seed list.
+    pub(crate) fn target(&self) -> String {
+        match self.mode {
+            RedisMode::Single => connections::redact(&self.url),
+            RedisMode::Cluster => {
+                let seeds: Vec<String> = self
+                    .cluster_nodes
+                    .iter()
+                    .map(|node| connections::redact(node))
+                    .collect();
+                format!("cluster [{}]", seeds.join(", "))
+            }
+        }
     }
 }
 
@@ -159,7 +210,7 @@ impl RedisEngine {
     /// [`RedisEngine::wait_ready`]. Fails only on a URL that cannot be
     /// used (the error shows it with the password masked).
     pub fn new(config: RedisConfig, role: Role) -> Result<Arc<Self>, Error> {
-        let url = connections::redact(&config.url);
+        let url = config.target();
         let store = Arc::new(Store::new(config, url)?);
         let shutdown = CancellationToken::new();
         let hub = match role {

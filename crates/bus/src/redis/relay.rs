@@ -22,15 +22,34 @@
 //! session; the relay reconnects with jittered exponential backoff (reset
 //! only after a session that passed two checks, so a flapping Redis is not
 //! hammered).
+//!
+//! # Cluster mode
+//! The connection is a RESP3 cluster connection (redis-rs
+//! `cluster-async`): each topic's channel is `SSUBSCRIBE`d on the master
+//! owning its slot, and messages, confirmations and removals arrive as
+//! pushes. The health check then has one channel per master (a hash tag
+//! picked to land in a slot the master owns, re-placed when the layout
+//! changes), and every master's token must come back. On top of what
+//! redis-rs does by itself (follow `MOVED`, re-subscribe a node's channels
+//! when it reconnects or after a layout change):
+//! - a confirmation the relay did not ask for is redis-rs re-subscribing a
+//!   topic (a node came back, a slot moved): the topic is refilled;
+//! - a removal it did not ask for is a master giving up the topic's slot
+//!   (resharding, or a master turned replica): the topic is subscribed
+//!   again, which finds the new owner, and refilled;
+//! - a master that dies or hangs fails the health check, and the whole
+//!   connection is rebuilt and every topic refilled, as after losing the
+//!   single Redis.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use ::redis::Msg;
 use ::redis::aio::{PubSubSink, PubSubStream};
+use ::redis::cluster_async::ClusterConnection;
+use ::redis::{Msg, PushInfo, PushKind, RedisResult, Value};
 use futures_util::StreamExt;
 use shared_types::{Position, Sequence};
 use tokio::sync::mpsc;
@@ -39,6 +58,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::backoff::Backoff;
+use super::cluster;
 use super::hub::{Hub, deliver, feed_mut};
 use super::schema;
 use super::store::Store;
@@ -58,17 +78,136 @@ enum Stop {
     Broken(String),
 }
 
+/// The pub/sub connection itself.
+enum Link {
+    /// One Redis: a RESP2 pub/sub connection.
+    Single {
+        /// Sends SUBSCRIBE/UNSUBSCRIBE and waits for Redis's confirmation.
+        sink: PubSubSink,
+        /// Messages in the order Redis sent them; ends when the connection
+        /// does.
+        stream: PubSubStream,
+    },
+    /// A cluster: SSUBSCRIBE per channel (each routed to its slot's
+    /// master), everything Redis sends back arriving as pushes.
+    Cluster {
+        connection: ClusterConnection,
+        /// Ends when the connection is dropped.
+        pushes: mpsc::UnboundedReceiver<PushInfo>,
+    },
+}
+
+/// What the link received.
+enum Incoming {
+    Message(Msg),
+    /// A sharded subscription was confirmed (cluster mode).
+    Subscribed(Vec<u8>),
+    /// A sharded subscription ended (cluster mode).
+    Unsubscribed(Vec<u8>),
+    /// Anything else (a reply pushed as well, an invalidation).
+    Other,
+}
+
+impl Link {
+    /// Subscribes `channels`, each confirmed. A cluster takes one channel
+    /// per SSUBSCRIBE (channels of one command must share a slot), sent
+    /// concurrently.
+    async fn subscribe(&mut self, channels: &[String]) -> RedisResult<()> {
+        match self {
+            Self::Single { sink, .. } => sink.subscribe(channels).await,
+            Self::Cluster { connection, .. } => {
+                futures_util::future::try_join_all(channels.iter().map(|channel| {
+                    let mut connection = connection.clone();
+                    async move { connection.ssubscribe(channel).await }
+                }))
+                .await
+                .map(drop)
+            }
+        }
+    }
+
+    async fn unsubscribe(&mut self, channels: &[String]) -> RedisResult<()> {
+        match self {
+            Self::Single { sink, .. } => sink.unsubscribe(channels).await,
+            Self::Cluster { connection, .. } => {
+                futures_util::future::try_join_all(channels.iter().map(|channel| {
+                    let mut connection = connection.clone();
+                    async move { connection.sunsubscribe(channel).await }
+                }))
+                .await
+                .map(drop)
+            }
+        }
+    }
+
+    /// The next thing Redis sent; `None` once the connection is gone.
+    async fn next(&mut self) -> Option<Incoming> {
+        match self {
+            Self::Single { stream, .. } => stream.next().await.map(Incoming::Message),
+            Self::Cluster { pushes, .. } => {
+                let push = pushes.recv().await?;
+                let channel = |push: PushInfo| match push.data.into_iter().next() {
+                    Some(Value::BulkString(channel)) => channel,
+                    _ => Vec::new(),
+                };
+                Some(match push.kind {
+                    PushKind::SMessage => {
+                        Msg::from_push_info(push).map_or(Incoming::Other, Incoming::Message)
+                    }
+                    PushKind::SSubscribe => Incoming::Subscribed(channel(push)),
+                    PushKind::SUnsubscribe => Incoming::Unsubscribed(channel(push)),
+                    _ => Incoming::Other,
+                })
+            }
+        }
+    }
+}
+
 /// One pub/sub connection and what it is subscribed to.
 struct Session {
-    /// Sends SUBSCRIBE/UNSUBSCRIBE and waits for Redis's confirmation.
-    sink: PubSubSink,
-    /// Messages in the order Redis sent them; ends when the connection does.
-    stream: PubSubStream,
+    link: Link,
     /// Topics this connection is subscribed to, compared with the hub's
     /// map to decide what to (un)subscribe.
     subscribed: HashSet<Arc<str>>,
+    /// Health channels subscribed: one in single mode, one per master in
+    /// cluster mode.
+    health: Vec<String>,
+    /// Cluster mode: confirmations and removals of channels the relay asked
+    /// for itself, still to arrive as pushes. Any other is Redis's or
+    /// redis-rs's doing (see the module docs).
+    own_pushes: HashMap<(bool, Vec<u8>), u32>,
     /// Health checks passed; two mean the session was healthy.
     checks_passed: u32,
+}
+
+impl Session {
+    /// Counts the pushes the relay's own (un)subscribe of `channels` will
+    /// cause (cluster mode only: a single link sends no such pushes).
+    fn expect(&mut self, subscribed: bool, channels: &[String]) {
+        if matches!(self.link, Link::Cluster { .. }) {
+            for channel in channels {
+                *self
+                    .own_pushes
+                    .entry((subscribed, channel.as_bytes().to_vec()))
+                    .or_default() += 1;
+            }
+        }
+    }
+
+    /// Whether a confirmation or removal was one the relay asked for.
+    fn was_expected(&mut self, subscribed: bool, channel: &[u8]) -> bool {
+        let key = (subscribed, channel.to_vec());
+        match self.own_pushes.get_mut(&key) {
+            Some(count) => {
+                *count -= 1;
+                if *count == 0 {
+                    self.own_pushes.remove(&key);
+                }
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 /// A health check in flight: the token published and when it is due.
@@ -77,6 +216,8 @@ struct Check {
     token: String,
     /// Past this, the session counts as dead.
     due: Instant,
+    /// Health channels whose token has not come back yet.
+    pending: HashSet<String>,
 }
 
 /// The task that owns the pub/sub connection. See the module docs.
@@ -85,15 +226,17 @@ pub(crate) struct Relay {
     store: Arc<Store>,
     hub: Arc<Hub>,
     /// Opens the dedicated pub/sub connection (never a command one: a
-    /// subscribed connection can run no other command).
-    client: ::redis::Client,
+    /// subscribed connection can run no other command). `None` in cluster
+    /// mode, where each session builds its own cluster client.
+    client: Option<::redis::Client>,
     /// Topics to reconcile; unbounded because senders are synchronous
     /// (a subscription's drop) and each entry is one topic name.
     commands: mpsc::UnboundedReceiver<Arc<str>>,
     /// Cancelled by the engine's shutdown or drop; every await races it.
     shutdown: CancellationToken,
-    /// This relay's private channel for health checks.
-    health_channel: String,
+    /// This relay's private health channel (single mode), or the base of
+    /// its per-master hash tags (cluster mode).
+    health_base: String,
     /// Counter that makes each health token unique.
     checks_sent: u64,
 }
@@ -109,13 +252,23 @@ impl Relay {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             Error::Unavailable("a Redis subscriber must be created inside a Tokio runtime".into())
         })?;
-        let client = ::redis::Client::open(store.config.url.as_str())
-            .map_err(|e| Error::Unavailable(format!("invalid Redis URL {}: {e}", store.url)))?;
+        let client = match store.config.mode {
+            super::RedisMode::Single => Some(
+                ::redis::Client::open(store.config.url.as_str()).map_err(|e| {
+                    Error::Unavailable(format!("invalid Redis URL {}: {e}", store.url))
+                })?,
+            ),
+            super::RedisMode::Cluster => {
+                // Checked now, so bad seeds fail at start, not in a retry loop.
+                cluster::client(&store.config, None::<mpsc::UnboundedSender<PushInfo>>)?;
+                None
+            }
+        };
         let (reconcile, commands) = mpsc::unbounded_channel();
         let hub = Arc::new(Hub::new(&store.config, reconcile));
         let token = format!("{:016x}", rand::random::<u64>());
         let relay = Relay {
-            health_channel: store.keys.health_channel(&token),
+            health_base: store.keys.health_channel(&token),
             store,
             hub: hub.clone(),
             client,
@@ -216,31 +369,40 @@ impl Relay {
     /// brings every feed up to date from the streams.
     async fn open(&mut self) -> Result<Session, Stop> {
         let config = self.store.config.clone();
-        // `get_async_pubsub` has no connect timeout of its own.
-        let pubsub = self
-            .bounded(
-                "connect",
-                config.connect_timeout,
-                self.client.get_async_pubsub(),
-            )
-            .await?;
-        let (sink, stream) = pubsub.split();
+        let link = match &self.client {
+            Some(client) => {
+                // `get_async_pubsub` has no connect timeout of its own.
+                let pubsub = self
+                    .bounded("connect", config.connect_timeout, client.get_async_pubsub())
+                    .await?;
+                let (sink, stream) = pubsub.split();
+                Link::Single { sink, stream }
+            }
+            None => {
+                let (push, pushes) = mpsc::unbounded_channel();
+                let client = cluster::client(&config, Some(push))
+                    .map_err(|e| Stop::Broken(e.to_string()))?;
+                let connection = self
+                    .bounded(
+                        "connect",
+                        config.operation_timeout(),
+                        client.get_async_connection(),
+                    )
+                    .await?;
+                Link::Cluster { connection, pushes }
+            }
+        };
         let mut session = Session {
-            sink,
-            stream,
+            link,
             subscribed: HashSet::new(),
+            health: Vec::new(),
+            own_pushes: HashMap::new(),
             checks_passed: 0,
         };
         // Pending reconcile requests are only hints; the map read below is
         // the truth, so they can go.
         while self.commands.try_recv().is_ok() {}
-        let health = self.health_channel.clone();
-        self.bounded(
-            "subscribe health channel",
-            config.response_timeout,
-            session.sink.subscribe(&health),
-        )
-        .await?;
+        self.place_health_channels(&mut session).await?;
         let topics: Vec<Arc<str>> = self.hub.lock().keys().cloned().collect();
         self.subscribe(&mut session, &topics).await?;
         self.catch_up(&topics).await?;
@@ -256,7 +418,8 @@ impl Relay {
                 .map(|topic| self.store.keys.channel(topic))
                 .collect();
             let limit = self.store.config.response_timeout;
-            self.bounded("subscribe", limit, session.sink.subscribe(&channels))
+            session.expect(true, &channels);
+            self.bounded("subscribe", limit, session.link.subscribe(&channels))
                 .await?;
             session.subscribed.extend(chunk.iter().cloned());
         }
@@ -391,7 +554,7 @@ impl Relay {
                 // pub/sub connection ends for good: reconnect). Before the
                 // health timers: a token queued behind a burst is on its
                 // way, and a flowing stream is itself a sign of life.
-                message = session.stream.next() => match message {
+                message = session.link.next() => match message {
                     Some(message) => self.handle(&mut session, &mut check, message).await,
                     None => Err(Stop::Broken("connection closed".into())),
                 },
@@ -401,7 +564,7 @@ impl Relay {
                     Err(Stop::Broken(format!("health check not delivered within {} ms", config.ping_timeout.as_millis())))
                 }
                 // Time for the next health check (none is in flight).
-                _ = ping.tick(), if check.is_none() => self.start_check(&mut check).await,
+                _ = ping.tick(), if check.is_none() => self.start_check(&mut session, &mut check).await,
             };
             if let Err(stop) = step {
                 break stop;
@@ -410,51 +573,123 @@ impl Relay {
         (end, session.checks_passed >= 2)
     }
 
-    /// Publishes a fresh token to the health channel as a command.
-    async fn start_check(&mut self, check: &mut Option<Check>) -> Result<(), Stop> {
+    /// Subscribes the health channels the layout calls for: the one
+    /// channel, or in cluster mode one in a slot of each master (asked
+    /// with `CLUSTER SLOTS`); channels of a layout gone are unsubscribed.
+    async fn place_health_channels(&self, session: &mut Session) -> Result<(), Stop> {
+        let wanted: Vec<String> = match session.link {
+            Link::Single { .. } => vec![self.health_base.clone()],
+            Link::Cluster { .. } => self
+                .store_call("read the cluster layout", self.store.master_ranges())
+                .await?
+                .iter()
+                .filter_map(|ranges| cluster::tag_in_ranges(&self.health_base, ranges))
+                .map(|tag| self.store.keys.health_channel(&format!("{{{tag}}}")))
+                .collect(),
+        };
+        let limit = self.store.config.response_timeout;
+        let gone: Vec<String> = session
+            .health
+            .iter()
+            .filter(|channel| !wanted.contains(channel))
+            .cloned()
+            .collect();
+        if !gone.is_empty() {
+            session.expect(false, &gone);
+            self.bounded(
+                "unsubscribe health channels",
+                limit,
+                session.link.unsubscribe(&gone),
+            )
+            .await?;
+        }
+        let new: Vec<String> = wanted
+            .iter()
+            .filter(|channel| !session.health.contains(channel))
+            .cloned()
+            .collect();
+        if !new.is_empty() {
+            session.expect(true, &new);
+            self.bounded(
+                "subscribe health channels",
+                limit,
+                session.link.subscribe(&new),
+            )
+            .await?;
+        }
+        session.health = wanted;
+        Ok(())
+    }
+
+    /// Publishes a fresh token to every health channel as a command.
+    async fn start_check(
+        &mut self,
+        session: &mut Session,
+        check: &mut Option<Check>,
+    ) -> Result<(), Stop> {
         self.checks_sent += 1;
         let token = self.checks_sent.to_string();
         let limit = self.store.config.ping_timeout;
         let sent_at = Instant::now();
-        let receivers = self
-            .bounded(
-                "health check",
-                limit,
-                self.store.publish_raw(&self.health_channel, &token),
-            )
-            .await
-            .inspect_err(|_| {
-                self.hub.ready.send_replace(false);
-            })?;
-        if receivers == 0 {
-            // Redis is up but does not know our subscription: it restarted,
-            // or our connection was killed and we have not noticed yet.
-            return Err(Stop::Broken("health channel has no subscriber".into()));
-        }
+        let sent = async {
+            // The layout may have changed since the last check.
+            self.place_health_channels(session).await?;
+            for channel in &session.health {
+                let receivers = self
+                    .bounded(
+                        "health check",
+                        limit,
+                        self.store.publish_raw(channel, token.as_bytes()),
+                    )
+                    .await?;
+                if receivers == 0 {
+                    // Redis is up but does not know our subscription: it
+                    // restarted, or our connection was killed and we have
+                    // not noticed yet.
+                    return Err(Stop::Broken(format!(
+                        "health channel {channel} has no subscriber"
+                    )));
+                }
+            }
+            Ok(())
+        };
+        sent.await.inspect_err(|_| {
+            self.hub.ready.send_replace(false);
+        })?;
         *check = Some(Check {
             token,
             due: sent_at + limit,
+            pending: session.health.iter().cloned().collect(),
         });
         Ok(())
     }
 
     /// Handles one pub/sub message.
     async fn handle(
-        &self,
+        &mut self,
         session: &mut Session,
         check: &mut Option<Check>,
-        message: Msg,
+        incoming: Incoming,
     ) -> Result<(), Stop> {
+        let message = match incoming {
+            Incoming::Message(message) => message,
+            Incoming::Subscribed(channel) => return self.resubscribed(session, &channel).await,
+            Incoming::Unsubscribed(channel) => return self.dropped(session, &channel).await,
+            Incoming::Other => return Ok(()),
+        };
         let channel = message.get_channel_name();
-        if channel == self.health_channel {
-            if check
-                .as_ref()
-                .is_some_and(|check| message.get_payload_bytes() == check.token.as_bytes())
+        if session.health.iter().any(|health| health == channel) {
+            if let Some(pending) = check
+                .as_mut()
+                .filter(|check| message.get_payload_bytes() == check.token.as_bytes())
             {
-                *check = None;
-                session.checks_passed = session.checks_passed.saturating_add(1);
-                if !self.hub.ready.send_replace(true) {
-                    info!(url = %self.store.url, "redis pub/sub is delivering");
+                pending.pending.remove(channel);
+                if pending.pending.is_empty() {
+                    *check = None;
+                    session.checks_passed = session.checks_passed.saturating_add(1);
+                    if !self.hub.ready.send_replace(true) {
+                        info!(url = %self.store.url, "redis pub/sub is delivering");
+                    }
                 }
             }
             return Ok(());
@@ -512,6 +747,63 @@ impl Relay {
         Ok(())
     }
 
+    /// Cluster mode: a sharded subscription was confirmed. One the relay
+    /// did not ask for is redis-rs subscribing the topic again on a node
+    /// (reconnected, or the slot's new owner): what was published in
+    /// between is read from the stream.
+    async fn resubscribed(&self, session: &mut Session, channel: &[u8]) -> Result<(), Stop> {
+        if session.was_expected(true, channel) {
+            return Ok(());
+        }
+        let Some(topic) = std::str::from_utf8(channel)
+            .ok()
+            .and_then(|channel| self.store.keys.topic_of(channel))
+        else {
+            return Ok(());
+        };
+        let Some(topic) = session.subscribed.get(topic).cloned() else {
+            return Ok(());
+        };
+        debug!(%topic, "channel subscribed again by the cluster client; refilling");
+        Counters::add(&self.store.counters.resubscriptions, 1);
+        let active = self
+            .hub
+            .lock()
+            .get(&topic)
+            .is_some_and(|feed| *feed.active.borrow());
+        if active {
+            self.refill(&topic, None).await?;
+        }
+        Ok(())
+    }
+
+    /// Cluster mode: a sharded subscription ended. One the relay did not
+    /// ask for is a master giving up the channel's slot (resharding, or a
+    /// failover that made it a replica): the topic is subscribed again,
+    /// which reaches the slot's new owner, and refilled. A health channel
+    /// is placed again at the next check.
+    async fn dropped(&mut self, session: &mut Session, channel: &[u8]) -> Result<(), Stop> {
+        if session.was_expected(false, channel) {
+            return Ok(());
+        }
+        let Ok(channel) = std::str::from_utf8(channel) else {
+            return Ok(());
+        };
+        if let Some(at) = session.health.iter().position(|health| health == channel) {
+            session.health.remove(at);
+            return Ok(());
+        }
+        let Some(topic) = self.store.keys.topic_of(channel) else {
+            return Ok(());
+        };
+        let Some(topic) = session.subscribed.take(topic) else {
+            return Ok(());
+        };
+        info!(%topic, "redis cluster moved a topic's channel; subscribing again");
+        Counters::add(&self.store.counters.resubscriptions, 1);
+        self.reconcile(session, topic).await
+    }
+
     /// Brings the connection's subscriptions in line with the hub for the
     /// given topic and any other requests already queued.
     async fn reconcile(&mut self, session: &mut Session, first: Arc<str>) -> Result<(), Stop> {
@@ -537,7 +829,8 @@ impl Relay {
                 .map(|topic| self.store.keys.channel(topic))
                 .collect();
             let limit = self.store.config.response_timeout;
-            self.bounded("unsubscribe", limit, session.sink.unsubscribe(&channels))
+            session.expect(false, &channels);
+            self.bounded("unsubscribe", limit, session.link.unsubscribe(&channels))
                 .await?;
             for topic in chunk {
                 session.subscribed.remove(topic);

@@ -23,6 +23,25 @@ use shared_types::{Epoch, Position};
 
 use crate::error::Error;
 
+/// Reads a topic in one atomic step: its meta (epoch, offset), the first
+/// retained stream entry, and up to `count` entries from an id on, so all
+/// three describe the same moment.
+///
+/// KEYS: meta, stream. ARGV: first id to read (`<offset>-0`), count.
+/// Returns `{meta, first, range}` as HMGET and XRANGE would.
+///
+/// A script rather than MULTI/EXEC: a cluster connection follows a
+/// `MOVED` or `ASK` for a script (one command routed by its keys) but not
+/// for the commands inside a transaction, which come back as a
+/// `Transaction aborted` error after a slot moved or a failover, until
+/// something else refreshes the slot map.
+pub(crate) const SNAPSHOT_SCRIPT: &str = r#"
+local meta = redis.call('HMGET', KEYS[1], 'epoch', 'offset')
+local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
+local range = redis.call('XRANGE', KEYS[2], ARGV[1], '+', 'COUNT', ARGV[2])
+return {meta, first, range}
+"#;
+
 /// The Lua script that publishes one event. Redis runs a script atomically,
 /// so the event is stored and broadcast, or neither.
 ///
@@ -38,6 +57,11 @@ use crate::error::Error;
 /// deadline: a script that waited (in the socket of a frozen Redis, or
 /// behind a long backlog) until after the caller gave up and answered 503
 /// must not store the event then. It answers `EXPIRED` and changes nothing.
+///
+/// In cluster mode the channel argument is empty and the script publishes
+/// nothing: the store broadcasts with `SPUBLISH` itself, once `WAIT` has
+/// seen the event on a replica (see `Store::publish`). One script text for
+/// both modes, so both run the same checks and writes.
 ///
 /// KEYS: meta, stream. ARGV: epoch candidate (used only when the topic has
 /// no epoch yet; base-36 text because Lua numbers are doubles), event type,
@@ -102,7 +126,9 @@ else
   redis.call('PERSIST', meta)
   redis.call('PERSIST', stream)
 end
-redis.call('PUBLISH', ARGV[6], epoch .. '\n' .. offset .. '\n' .. #ARGV[2] .. '\n' .. ARGV[2] .. ARGV[3])
+if #ARGV[6] > 0 then
+  redis.call('PUBLISH', ARGV[6], epoch .. '\n' .. offset .. '\n' .. #ARGV[2] .. '\n' .. ARGV[2] .. ARGV[3])
+end
 return {epoch, offset}
 "#;
 
@@ -154,9 +180,8 @@ pub(crate) struct Message {
     pub(crate) data: String,
 }
 
-/// Encodes a message exactly as the publish script does; the script is the
-/// writer in production, this is for tests of the decoder.
-#[cfg(test)]
+/// Encodes a message exactly as the publish script does: the writer in
+/// cluster mode, where the store broadcasts after replication.
 pub(crate) fn encode_message(position: Position, event_type: &str, data: &str) -> Vec<u8> {
     format!(
         "{}\n{}\n{}\n{event_type}{data}",

@@ -4,13 +4,12 @@
 
 use std::sync::Arc;
 
-use ::redis::aio::MultiplexedConnection;
 use ::redis::{RedisResult, Value};
 use shared_types::{Epoch, Event, Position};
 
-use super::RedisConfig;
-use super::connections::{Connections, unix_ms};
+use super::connections::{Commands, Connections, unix_ms};
 use super::schema::{self, Entry, Keys};
+use super::{RedisConfig, RedisMode};
 use crate::error::Error;
 use crate::replay::{self, HistoryBounds, Replay, Slice};
 use crate::stats::Counters;
@@ -29,6 +28,8 @@ pub(crate) struct Store {
     /// One value for the process: `invoke_async` sends EVALSHA with its
     /// hash and loads the script only when Redis answers NOSCRIPT.
     script: ::redis::Script,
+    /// The same for [`schema::SNAPSHOT_SCRIPT`].
+    snapshot_script: ::redis::Script,
     pub(crate) config: RedisConfig,
     /// The URL with any password masked, for logs and errors.
     pub(crate) url: String,
@@ -63,6 +64,7 @@ impl Store {
             connections: Connections::new(&config, &url)?,
             keys: Keys::new(&config.key_prefix),
             script: ::redis::Script::new(schema::PUBLISH_SCRIPT),
+            snapshot_script: ::redis::Script::new(schema::SNAPSHOT_SCRIPT),
             config,
             url,
             counters: Counters::default(),
@@ -73,7 +75,7 @@ impl Store {
     /// [`Connections::run`].
     async fn run<T>(
         &self,
-        command: impl AsyncFnOnce(&mut MultiplexedConnection) -> RedisResult<T>,
+        command: impl AsyncFnOnce(&mut Commands) -> RedisResult<T>,
     ) -> Result<T, Error> {
         self.connections.run(command).await
     }
@@ -84,16 +86,64 @@ impl Store {
             .await
     }
 
+    /// `PUBLISH`, or in cluster mode `SPUBLISH` (sharded: delivered by
+    /// the master of the channel's slot to its own subscribers).
+    fn publish_command(&self) -> &'static str {
+        match self.config.mode {
+            RedisMode::Single => "PUBLISH",
+            RedisMode::Cluster => "SPUBLISH",
+        }
+    }
+
     /// Publishes a raw payload; returns how many connections received it.
-    pub(crate) async fn publish_raw(&self, channel: &str, payload: &str) -> Result<u64, Error> {
+    pub(crate) async fn publish_raw(&self, channel: &str, payload: &[u8]) -> Result<u64, Error> {
         self.run(async |c| {
-            ::redis::cmd("PUBLISH")
+            ::redis::cmd(self.publish_command())
                 .arg(channel)
                 .arg(payload)
                 .query_async(c)
                 .await
         })
         .await
+    }
+
+    /// Cluster mode: for each master, the slot ranges it owns, from
+    /// `CLUSTER SLOTS` (asked of any node), masters ordered by their lowest
+    /// slot so the same layout always gives the same list.
+    pub(crate) async fn master_ranges(&self) -> Result<Vec<Vec<(u16, u16)>>, Error> {
+        let reply: Value = self
+            .run(async |c| ::redis::cmd("CLUSTER").arg("SLOTS").query_async(c).await)
+            .await?;
+        let corrupt = || Error::Corrupt("CLUSTER SLOTS returned an unexpected reply".into());
+        let Value::Array(ranges) = reply else {
+            return Err(corrupt());
+        };
+        // Master address (host and port as Redis sent them) → its ranges.
+        let mut masters: std::collections::HashMap<String, Vec<(u16, u16)>> =
+            std::collections::HashMap::new();
+        for range in ranges {
+            let Value::Array(fields) = range else {
+                return Err(corrupt());
+            };
+            let (Some(Value::Int(start)), Some(Value::Int(end)), Some(Value::Array(master))) =
+                (fields.first(), fields.get(1), fields.get(2))
+            else {
+                return Err(corrupt());
+            };
+            let start = u16::try_from(*start).map_err(|_| corrupt())?;
+            let end = u16::try_from(*end).map_err(|_| corrupt())?;
+            let address = format!("{:?}", master.iter().take(2).collect::<Vec<_>>());
+            masters.entry(address).or_default().push((start, end));
+        }
+        let mut layout: Vec<Vec<(u16, u16)>> = masters
+            .into_values()
+            .map(|mut owned| {
+                owned.sort_unstable();
+                owned
+            })
+            .collect();
+        layout.sort_unstable();
+        Ok(layout)
     }
 
     /// Stores and broadcasts one event; see [`schema::PUBLISH_SCRIPT`].
@@ -116,6 +166,13 @@ impl Store {
             .saturating_add(i64::try_from((gives_up * 3 / 4).as_millis()).unwrap_or(i64::MAX));
         let maxlen = self.config.history_size.max(1);
         let ttl_ms = u64::try_from(self.config.history_ttl.as_millis()).unwrap_or(u64::MAX);
+        let cluster = self.config.mode == RedisMode::Cluster;
+        // In cluster mode the script does not broadcast; see below.
+        let script_channel = if cluster {
+            String::new()
+        } else {
+            self.keys.channel(topic)
+        };
         let reply: Value = self
             .run(async |c| {
                 let mut invocation = self.script.prepare_invoke();
@@ -127,12 +184,74 @@ impl Store {
                     .arg(data)
                     .arg(maxlen)
                     .arg(ttl_ms)
-                    .arg(self.keys.channel(topic))
+                    .arg(script_channel)
                     .arg(deadline_ms);
                 invocation.invoke_async(c).await
             })
             .await?;
-        schema::parse_published(reply)
+        let position = schema::parse_published(reply)?;
+        if cluster {
+            self.replicate_and_broadcast(topic, position, event_type, data)
+                .await?;
+        }
+        Ok(position)
+    }
+
+    /// Cluster mode, after the script stored the event: waits until
+    /// `cluster_ack_replicas` replicas of the topic's master hold it, then
+    /// broadcasts it with `SPUBLISH`. A master's replication is
+    /// asynchronous, and a replica promoted after a failover reuses every
+    /// offset its old master handed out that it never received: had the
+    /// event been broadcast (or acknowledged) first, a subscriber could have
+    /// seen an event the new history does not hold, and would skip the
+    /// other event later given its offset. So nothing is visible before it
+    /// is on a replica. Fails (503) when the replicas do not confirm in
+    /// time; the event is then stored on the master but not broadcast, and
+    /// readers get it from history if it survives.
+    async fn replicate_and_broadcast(
+        &self,
+        topic: &str,
+        position: Position,
+        event_type: &str,
+        data: &str,
+    ) -> Result<(), Error> {
+        let wanted = self.config.cluster_ack_replicas;
+        if wanted > 0 {
+            // WAIT counts what this connection wrote; it must go to the
+            // master that ran the script: the one owning the topic's slot.
+            let wait_ms = (self.config.response_timeout / 2).as_millis().max(1) as u64;
+            let route = ::redis::cluster_routing::RoutingInfo::SingleNode(
+                ::redis::cluster_routing::SingleNodeRoutingInfo::SpecificNode(
+                    ::redis::cluster_routing::Route::with_key(
+                        self.keys.meta(topic),
+                        ::redis::cluster_routing::SlotAddr::Master,
+                    ),
+                ),
+            );
+            let acked: Value = self
+                .run(async |c| {
+                    let mut wait = ::redis::cmd("WAIT");
+                    wait.arg(wanted).arg(wait_ms);
+                    match c {
+                        Commands::Cluster(cluster) => cluster.route_command(wait, route).await,
+                        Commands::Single(single) => wait.query_async(single).await,
+                    }
+                })
+                .await?;
+            let acked = match acked {
+                Value::Int(n) => n,
+                _ => return Err(Error::Corrupt("WAIT returned an unexpected reply".into())),
+            };
+            if acked < i64::from(wanted) {
+                return Err(Error::Unavailable(format!(
+                    "publish on topic {topic} reached {acked} of {wanted} replicas in time; not broadcast"
+                )));
+            }
+        }
+        let message = schema::encode_message(position, event_type, data);
+        self.publish_raw(&self.keys.channel(topic), &message)
+            .await
+            .map(drop)
     }
 
     /// The topic's newest position, or [`Position::START`].
@@ -151,35 +270,23 @@ impl Store {
     }
 
     /// Reads meta, the first retained id and entries from `from` in one
-    /// MULTI/EXEC, so all three describe the same moment.
+    /// atomic step ([`schema::SNAPSHOT_SCRIPT`]), so all three describe the
+    /// same moment.
     async fn snapshot(&self, topic: &str, from: u64, count: usize) -> Result<Snapshot, Error> {
-        let stream = self.keys.stream(topic);
         let replies: Vec<Value> = self
             .run(async |c| {
-                ::redis::pipe()
-                    .atomic()
-                    .cmd("HMGET")
-                    .arg(self.keys.meta(topic))
-                    .arg("epoch")
-                    .arg("offset")
-                    .cmd("XRANGE")
-                    .arg(&stream)
-                    .arg("-")
-                    .arg("+")
-                    .arg("COUNT")
-                    .arg(1)
-                    .cmd("XRANGE")
-                    .arg(&stream)
+                let mut invocation = self.snapshot_script.prepare_invoke();
+                invocation
+                    .key(self.keys.meta(topic))
+                    .key(self.keys.stream(topic))
                     .arg(format!("{from}-0"))
-                    .arg("+")
-                    .arg("COUNT")
-                    .arg(count)
-                    .query_async(c)
-                    .await
+                    .arg(count);
+                invocation.invoke_async(c).await
             })
             .await?;
-        let [meta, first, range] = <[Value; 3]>::try_from(replies)
-            .map_err(|_| Error::Corrupt("MULTI/EXEC returned the wrong reply count".into()))?;
+        let [meta, first, range] = <[Value; 3]>::try_from(replies).map_err(|_| {
+            Error::Corrupt("the snapshot script returned the wrong reply count".into())
+        })?;
         Ok(Snapshot {
             head: schema::parse_meta(meta)?,
             first: schema::parse_entries(first)?

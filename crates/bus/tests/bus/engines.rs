@@ -25,6 +25,14 @@ macro_rules! for_each_engine {
                 }
             )*
         }
+        mod redis_cluster {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(crate::helpers::Kind::RedisCluster).await;
+                }
+            )*
+        }
     };
 }
 
@@ -402,7 +410,7 @@ async fn fresh_subscribers_start_at_the_head_and_miss_nothing_after_it(kind: Kin
         }
         assert!(subscription.try_recv().is_none());
     }
-    if let Kind::Redis = kind {
+    if let Kind::Redis | Kind::RedisCluster = kind {
         // The topic was live in this process: no head was read from Redis.
         assert_eq!(engine.bus.stats().local_heads, joins);
     }

@@ -1,11 +1,11 @@
 //! Starting an engine for a test, and reading subscriptions with deadlines.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use bus::{Bus, MemoryConfig, Recv, RedisConfig, Role, Subscription};
+use bus::{Bus, MemoryConfig, Recv, RedisConfig, RedisMode, Role, Subscription};
 use shared_types::Event;
-use testkit::RedisServer;
+use testkit::{RedisCluster, RedisServer};
 
 /// Longest a test waits for an event that should come.
 pub(crate) const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -15,6 +15,38 @@ pub(crate) const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) enum Kind {
     Memory,
     Redis,
+    /// A 3-master Redis Cluster, shared by the tests running at the same
+    /// time (each has its own key prefix).
+    RedisCluster,
+}
+
+/// The cluster the tests running now share; started by the first, stopped
+/// when the last one drops it.
+static CLUSTER: Mutex<Weak<RedisCluster>> = Mutex::new(Weak::new());
+
+/// The shared cluster, started if no running test holds it.
+pub(crate) fn shared_cluster() -> Arc<RedisCluster> {
+    let mut shared = CLUSTER
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(cluster) = shared.upgrade() {
+        return cluster;
+    }
+    let cluster = Arc::new(RedisCluster::start());
+    *shared = Arc::downgrade(&cluster);
+    cluster
+}
+
+/// A cluster-mode config for `cluster`, with the short test timings.
+pub(crate) fn cluster_config(cluster: &RedisCluster) -> RedisConfig {
+    RedisConfig {
+        mode: RedisMode::Cluster,
+        cluster_nodes: cluster.seeds(),
+        ping_interval: Duration::from_millis(200),
+        ping_timeout: Duration::from_millis(1000),
+        startup_timeout: Duration::from_secs(20),
+        ..redis_config_for(String::new())
+    }
 }
 
 /// The knobs the shared tests turn.
@@ -43,6 +75,7 @@ pub(crate) struct Engine {
     pub(crate) publisher: Bus,
     /// Kept only to live as long as the buses, then be killed.
     _server: Option<RedisServer>,
+    _cluster: Option<Arc<RedisCluster>>,
 }
 
 impl Kind {
@@ -59,6 +92,7 @@ impl Kind {
                     publisher: bus.clone(),
                     bus,
                     _server: None,
+                    _cluster: None,
                 }
             }
             Kind::Redis => {
@@ -73,6 +107,22 @@ impl Kind {
                     bus: subscriber(config.clone()).await,
                     publisher: connected(config, Role::Publisher).await,
                     _server: Some(server),
+                    _cluster: None,
+                }
+            }
+            Kind::RedisCluster => {
+                let cluster = shared_cluster();
+                let config = RedisConfig {
+                    history_size: sizes.history_size,
+                    queue_capacity: sizes.queue_capacity,
+                    max_topics: sizes.max_topics,
+                    ..cluster_config(&cluster)
+                };
+                Engine {
+                    bus: subscriber(config.clone()).await,
+                    publisher: connected(config, Role::Publisher).await,
+                    _server: None,
+                    _cluster: Some(cluster),
                 }
             }
         }
@@ -82,8 +132,12 @@ impl Kind {
 /// A config for `server` with a fresh key prefix and timings short enough
 /// that outage tests finish in seconds.
 pub(crate) fn redis_config(server: &RedisServer) -> RedisConfig {
+    redis_config_for(server.url())
+}
+
+fn redis_config_for(url: String) -> RedisConfig {
     RedisConfig {
-        url: server.url(),
+        url,
         key_prefix: testkit::unique_prefix(),
         ping_interval: Duration::from_millis(100),
         ping_timeout: Duration::from_millis(500),
