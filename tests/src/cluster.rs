@@ -93,6 +93,9 @@ pub fn cluster_service_env(seeds: &[String], extra: &[(&str, &str)]) -> Vec<(Str
         vec![
             ("ES__REDIS__MODE".into(), "cluster".into()),
             ("ES__REDIS__CLUSTER_NODES".into(), seeds.join(",")),
+            // A publish waits for a replica's WAIT within half of this; on
+            // a loaded test machine the default (250 ms of 500) can pass.
+            ("ES__REDIS__RESPONSE_TIMEOUT_MS".into(), "2000".into()),
         ],
         extra,
     )

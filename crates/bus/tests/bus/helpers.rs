@@ -45,6 +45,10 @@ pub(crate) fn cluster_config(cluster: &RedisCluster) -> RedisConfig {
         ping_interval: Duration::from_millis(200),
         ping_timeout: Duration::from_millis(1000),
         startup_timeout: Duration::from_secs(20),
+        // A publish waits for a replica's WAIT within half of this: on a
+        // loaded 2-core machine six redis-servers and the tests share, a
+        // replica's acknowledgement can take longer than the default's 250 ms.
+        response_timeout: Duration::from_secs(2),
         ..redis_config_for(String::new())
     }
 }
