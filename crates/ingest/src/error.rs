@@ -28,8 +28,16 @@ pub enum PublishError {
          application/x-www-form-urlencoded or multipart/form-data"
     )]
     UnsupportedMediaType(String),
-    /// 503, JSend `error`: the bus did not confirm the event; nothing was
-    /// published and the client may retry.
+    /// 422, JSend `fail`: the idempotency key was used within the window
+    /// for a different request (topic alike, event type or message not);
+    /// nothing was published.
+    #[error(
+        "idempotency key already used for a different request to this topic; \
+         use a new key for a new event"
+    )]
+    KeyReused,
+    /// 503, JSend `error`: the bus did not confirm the event; the client may
+    /// retry (with an idempotency key, safely: it is stored at most once).
     /// The client hears [`bus::Error::public_message`]; the engine's own
     /// text goes only to the log.
     #[error("{}", .0.public_message())]
@@ -47,6 +55,7 @@ impl ResponseError for PublishError {
             PublishError::Access(refusal) => refusal.status(),
             PublishError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             PublishError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            PublishError::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             PublishError::Bus(_) => StatusCode::SERVICE_UNAVAILABLE,
             PublishError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

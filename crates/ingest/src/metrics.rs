@@ -16,11 +16,12 @@ pub struct PublishMetrics {
 struct Counters {
     published: Counter,
     publish_failures: Counter,
+    replayed: Counter,
 }
 
 impl PublishMetrics {
-    /// Registers the counters in `metrics` as `es_events_published_total`
-    /// and `es_publish_failures_total`.
+    /// Registers the counters in `metrics` as `es_events_published_total`,
+    /// `es_publish_failures_total` and `es_publishes_replayed_total`.
     pub fn register(metrics: &Metrics) -> Self {
         let counters = Counters::default();
         let named = [
@@ -33,6 +34,11 @@ impl PublishMetrics {
                 "publish_failures",
                 "Publishes refused because the bus failed",
                 &counters.publish_failures,
+            ),
+            (
+                "publishes_replayed",
+                "Publishes answered from an idempotency key, storing nothing",
+                &counters.replayed,
             ),
         ];
         for (name, help, counter) in named {
@@ -49,5 +55,9 @@ impl PublishMetrics {
 
     pub fn publish_failures(&self) -> &Counter {
         &self.inner.publish_failures
+    }
+
+    pub fn replayed(&self) -> &Counter {
+        &self.inner.replayed
     }
 }

@@ -11,16 +11,31 @@ pub struct PublishSettings {
     pub max_message_chars: usize,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// How long an idempotency key is honoured after its first publish; at
+    /// most `bus.history_ttl_secs` applies (keys live beside the history).
+    pub idempotency_window_secs: u64,
+    /// Most idempotency keys one topic remembers; past it the oldest is
+    /// forgotten first. Bounds what a publisher inventing keys can cost.
+    pub idempotency_max_keys_per_topic: usize,
 }
 
 impl Section for PublishSettings {
     const NAME: &'static str = "publish";
-    const DEFAULTS: &'static str = "max_message_chars = 100\nmax_body_bytes = 65536";
+    const DEFAULTS: &'static str = "max_message_chars = 100\nmax_body_bytes = 65536\n\
+        idempotency_window_secs = 86400\nidempotency_max_keys_per_topic = 1000";
 
     fn check(&self) -> Result<(), SettingsError> {
         at_least_one(&[
             ("publish.max_message_chars", self.max_message_chars as u64),
             ("publish.max_body_bytes", self.max_body_bytes as u64),
+            (
+                "publish.idempotency_window_secs",
+                self.idempotency_window_secs,
+            ),
+            (
+                "publish.idempotency_max_keys_per_topic",
+                self.idempotency_max_keys_per_topic as u64,
+            ),
         ])
     }
 }
@@ -29,6 +44,13 @@ impl PublishSettings {
     pub fn limits(&self) -> shared_types::Limits {
         shared_types::Limits {
             max_message_chars: self.max_message_chars,
+        }
+    }
+
+    pub fn idempotency(&self) -> bus::IdempotencyPolicy {
+        bus::IdempotencyPolicy {
+            window: std::time::Duration::from_secs(self.idempotency_window_secs),
+            max_keys: self.idempotency_max_keys_per_topic,
         }
     }
 }
@@ -57,7 +79,14 @@ mod tests {
         let settings = load(&[]).unwrap();
         assert_eq!(settings.own.max_message_chars, 100);
         assert_eq!(settings.own.max_body_bytes, 65536);
-        for key in ["MAX_MESSAGE_CHARS", "MAX_BODY_BYTES"] {
+        assert_eq!(settings.own.idempotency_window_secs, 86400);
+        assert_eq!(settings.own.idempotency_max_keys_per_topic, 1000);
+        for key in [
+            "MAX_MESSAGE_CHARS",
+            "MAX_BODY_BYTES",
+            "IDEMPOTENCY_WINDOW_SECS",
+            "IDEMPOTENCY_MAX_KEYS_PER_TOPIC",
+        ] {
             let error = load(&[(&format!("ES__PUBLISH__{key}"), "0")])
                 .unwrap_err()
                 .to_string();

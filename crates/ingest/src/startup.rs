@@ -28,6 +28,7 @@ pub fn part(
         metrics: PublishMetrics::register(&shared.metrics),
         cors: Policy::new(&http.cors),
         access: access.clone(),
+        idempotency: settings.idempotency(),
     };
     let max_body_bytes = settings.max_body_bytes;
     Part::new("POST", move |cfg| {
