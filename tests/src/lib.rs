@@ -10,6 +10,8 @@
 //! - [`nginx`]: Debian's nginx with the repository's front-door config.
 //! - [`other_origin`]: a static page on another origin that subscribes and
 //!   publishes, for what browsers allow across origins.
+//! - [`reply_loss`]: a relay in front of Redis that can lose its replies
+//!   while commands still run.
 //! - [`subscriber`]: an EventSource-like client that reconnects with
 //!   `Last-Event-ID`, rotating over a list of addresses, and records
 //!   everything it saw.
@@ -24,6 +26,7 @@ pub mod metrics;
 pub mod nginx;
 pub mod other_origin;
 pub mod process;
+pub mod reply_loss;
 pub mod subscriber;
 
 use std::time::Duration;

@@ -12,10 +12,13 @@
 //! - [`replay`]: the rules that decide what a resuming reader gets, and when
 //!   it must be told that history was lost (shared by both engines).
 //! - [`subscription`]: a live feed of one topic's events, bounded per reader.
+//! - [`idempotency`]: keys that make a retried publish a replay, and what
+//!   a publish with a key did.
 //! - [`error`]: what can go wrong talking to an engine.
 //! - [`stats`]: counters an engine keeps about itself, for metrics.
 
 pub mod error;
+pub mod idempotency;
 pub mod memory;
 pub mod redis;
 pub mod replay;
@@ -25,6 +28,7 @@ pub mod subscription;
 use std::sync::Arc;
 
 pub use error::Error;
+pub use idempotency::{IdempotencyPolicy, Published};
 pub use memory::{MemoryConfig, MemoryEngine};
 pub use replay::{Replay, ResetReason, Slice};
 use shared_types::Position;
@@ -69,6 +73,33 @@ impl Bus {
         match self {
             Bus::Memory(engine) => engine.publish(topic, event_type, data),
             Bus::Redis(engine) => engine.publish(topic, event_type, data).await,
+        }
+    }
+
+    /// As [`Bus::publish`], once per `key`: within the policy's window, a
+    /// publish with a key already used on `topic` stores and sends nothing,
+    /// and answers [`Published::Replayed`] with the first publish's
+    /// position when the type and data are the same, or
+    /// [`Published::KeyReused`] when they differ. The check and the publish
+    /// are one atomic step, so concurrent publishes with one key store one
+    /// event. An error means the bus did not confirm the event; whether or
+    /// not it was stored, publishing again with the same key stores it at
+    /// most once.
+    pub async fn publish_idempotent(
+        &self,
+        topic: &str,
+        event_type: &str,
+        data: &str,
+        key: &str,
+        policy: &IdempotencyPolicy,
+    ) -> Result<Published, Error> {
+        match self {
+            Bus::Memory(engine) => engine.publish_idempotent(topic, event_type, data, key, policy),
+            Bus::Redis(engine) => {
+                engine
+                    .publish_idempotent(topic, event_type, data, key, policy)
+                    .await
+            }
         }
     }
 

@@ -14,8 +14,13 @@
 //! - a topic with events keeps at most `history_size` of them until it is
 //!   unused for `history_ttl`;
 //! - at most `max_topics` topics exist; a new one past that is refused with
-//!   [`Error::TooManyTopics`].
+//!   [`Error::TooManyTopics`];
+//! - idempotency keys exist only on topics published to with one: at most
+//!   the policy's `max_keys`, each forgotten once its window has passed
+//!   (by the next keyed publish, or the sweeper), all of them with the
+//!   topic.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
@@ -24,6 +29,7 @@ use shared_types::{Epoch, Event, Position};
 use tokio::sync::broadcast;
 
 use crate::error::Error;
+use crate::idempotency::{IdempotencyPolicy, Published, request_digest};
 use crate::replay::{self, HistoryBounds, Replay, Slice};
 use crate::subscription::Subscription;
 
@@ -63,6 +69,9 @@ struct Topic {
     /// `queue_capacity` slots, allocated whole, ~32 KiB by default).
     sender: Option<broadcast::Sender<Arc<Event>>>,
     last_used: Instant,
+    /// Idempotency keys, only once a publish carried one: a topic
+    /// published to without keys pays one pointer for them.
+    keys: Option<Box<KeyStore>>,
     /// Set when the topic is dropped from the map; anyone who still holds
     /// it looks the topic up again rather than use a dead one.
     removed: bool,
@@ -95,6 +104,43 @@ impl Topic {
 }
 
 type TopicRef = Arc<Mutex<Topic>>;
+
+/// One topic's idempotency keys, as the Redis engine keeps them in a hash
+/// and a sorted set: each key's record, and the keys oldest first.
+#[derive(Default)]
+struct KeyStore {
+    records: HashMap<Arc<str>, KeyRecord>,
+    /// Every key of `records` once, in the order they were first used,
+    /// which is also the order their windows end: eviction by count and by
+    /// age both pop from the front.
+    order: VecDeque<(Instant, Arc<str>)>,
+    /// The window of the last keyed publish, for the sweeper.
+    window: Duration,
+}
+
+struct KeyRecord {
+    position: Position,
+    /// [`request_digest`] of the first publish's type and data.
+    digest: String,
+}
+
+impl KeyStore {
+    /// Drops the keys whose window has passed.
+    fn forget_expired(&mut self, now: Instant) {
+        while let Some((at, _)) = self.order.front() {
+            if now.duration_since(*at) < self.window {
+                break;
+            }
+            self.pop_oldest();
+        }
+    }
+
+    fn pop_oldest(&mut self) {
+        if let Some((_, key)) = self.order.pop_front() {
+            self.records.remove(&key);
+        }
+    }
+}
 
 /// History and fan-out for one process. See the module docs.
 pub struct MemoryEngine {
@@ -165,6 +211,7 @@ impl MemoryEngine {
             history: VecDeque::new(),
             sender: None,
             last_used: Instant::now(),
+            keys: None,
             removed: false,
         }));
         topics.insert(name, topic.clone());
@@ -198,28 +245,50 @@ impl MemoryEngine {
     pub fn publish(&self, topic: &str, event_type: &str, data: &str) -> Result<Position, Error> {
         let history_size = self.config.history_size;
         self.with_topic(topic, |topic, _| {
-            if topic.epoch.is_none() {
-                topic.epoch = Epoch::random();
+            append(topic, history_size, event_type, data)
+        })
+    }
+
+    /// Publishes unless `key` was used on this topic within the window, all
+    /// under the topic's lock, so two publishes with one key store one
+    /// event whatever their timing. See [`crate::idempotency`].
+    pub fn publish_idempotent(
+        &self,
+        topic: &str,
+        event_type: &str,
+        data: &str,
+        key: &str,
+        policy: &IdempotencyPolicy,
+    ) -> Result<Published, Error> {
+        let history_size = self.config.history_size;
+        let window = policy.window_within(self.config.history_ttl);
+        let digest = request_digest(event_type, data);
+        self.with_topic(topic, |topic, _| {
+            let now = Instant::now();
+            let keys = topic.keys.get_or_insert_with(Box::default);
+            keys.window = window;
+            keys.forget_expired(now);
+            if let Some(record) = keys.records.get(key) {
+                return if record.digest == digest {
+                    Published::Replayed(record.position)
+                } else {
+                    Published::KeyReused
+                };
             }
-            topic.head += 1;
-            let position = Position::new(topic.epoch, topic.head);
-            let event = Arc::new(Event::new(
-                topic.name.clone(),
-                position,
-                event_type.to_owned(),
-                data.to_owned(),
-            ));
-            if history_size > 0 {
-                if topic.history.len() >= history_size {
-                    topic.history.pop_front();
-                }
-                topic.history.push_back(event.clone());
+            let position = append(topic, history_size, event_type, data);
+            let keys = topic.keys.get_or_insert_with(Box::default);
+            let key: Arc<str> = Arc::from(key);
+            if let Entry::Vacant(slot) = keys.records.entry(key.clone()) {
+                slot.insert(KeyRecord {
+                    position,
+                    digest: digest.clone(),
+                });
+                keys.order.push_back((now, key));
             }
-            // No receiver is fine: the event is in history for later readers.
-            if let Some(sender) = &topic.sender {
-                let _ = sender.send(event);
+            while keys.records.len() > policy.max_keys.max(1) {
+                keys.pop_oldest();
             }
-            position
+            Published::Stored(position)
         })
     }
 
@@ -283,8 +352,17 @@ impl MemoryEngine {
     fn sweep_once(&self) {
         let ttl = self.config.history_ttl;
         let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
         topics.retain(|_, topic| {
             let mut topic = lock(topic);
+            // Keys of a topic no longer published to with keys go once
+            // their window has passed, not only with the topic.
+            if let Some(keys) = &mut topic.keys {
+                keys.forget_expired(now);
+                if keys.records.is_empty() {
+                    topic.keys = None;
+                }
+            }
             let idle = topic.subscribers() == 0 && topic.last_used.elapsed() >= ttl;
             topic.removed = idle;
             !idle
@@ -295,6 +373,33 @@ impl MemoryEngine {
     pub fn topic_count(&self) -> usize {
         self.topics.read().unwrap_or_else(|p| p.into_inner()).len()
     }
+}
+
+/// Stores one event in `topic`'s history and sends it to its live
+/// subscribers, under the topic's lock; returns its position.
+fn append(topic: &mut Topic, history_size: usize, event_type: &str, data: &str) -> Position {
+    if topic.epoch.is_none() {
+        topic.epoch = Epoch::random();
+    }
+    topic.head += 1;
+    let position = Position::new(topic.epoch, topic.head);
+    let event = Arc::new(Event::new(
+        topic.name.clone(),
+        position,
+        event_type.to_owned(),
+        data.to_owned(),
+    ));
+    if history_size > 0 {
+        if topic.history.len() >= history_size {
+            topic.history.pop_front();
+        }
+        topic.history.push_back(event.clone());
+    }
+    // No receiver is fine: the event is in history for later readers.
+    if let Some(sender) = &topic.sender {
+        let _ = sender.send(event);
+    }
+    position
 }
 
 /// Run as a subscription drops (its receiver already gone): the last

@@ -34,8 +34,16 @@ pub enum PublishError {
     /// published.
     #[error("too many publishes from this address; retry later")]
     RateLimited(u64),
-    /// 503, JSend `error`: the bus did not confirm the event; nothing was
-    /// published and the client may retry.
+    /// 422, JSend `fail`: the idempotency key was used within the window
+    /// for a different request (topic alike, event type or message not);
+    /// nothing was published.
+    #[error(
+        "idempotency key already used for a different request to this topic; \
+         use a new key for a new event"
+    )]
+    KeyReused,
+    /// 503, JSend `error`: the bus did not confirm the event; the client may
+    /// retry (with an idempotency key, safely: it is stored at most once).
     /// The client hears [`bus::Error::public_message`]; the engine's own
     /// text goes only to the log.
     #[error("{}", .0.public_message())]
@@ -54,6 +62,7 @@ impl ResponseError for PublishError {
             PublishError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             PublishError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             PublishError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            PublishError::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             PublishError::Bus(_) => StatusCode::SERVICE_UNAVAILABLE,
             PublishError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

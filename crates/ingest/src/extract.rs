@@ -39,6 +39,7 @@ struct MultipartPublish {
     message: Option<Text<String>>,
     topic: Option<Text<String>>,
     event: Option<Text<String>>,
+    idempotency_key: Option<Text<String>>,
 }
 
 /// Mounts the body extractors' configuration on the publish resource:
@@ -152,6 +153,8 @@ impl FromRequest for PublishBody {
                         message: form.message.map(|t| t.0),
                         topic: form.topic.map(|t| t.0),
                         event: form.event.map(|t| t.0),
+                        idempotency_key: form.idempotency_key.map(|t| t.0),
+                        idempotency_header: None,
                     }))
                 })
             }
@@ -161,6 +164,31 @@ impl FromRequest for PublishBody {
             )))),
         }
     }
+}
+
+/// The `Idempotency-Key` header's value, if any. The IETF draft sends it
+/// as a structured-field string (`"abc"`), Stripe's clients bare (`abc`):
+/// both mean the key `abc`. The key's own rules are checked with the rest
+/// of the request; here only what the header adds: it may come once.
+pub fn idempotency_header(
+    headers: &actix_web::http::header::HeaderMap,
+) -> Result<Option<String>, PublishError> {
+    let mut values = headers.get_all(shared_types::IDEMPOTENCY_KEY_HEADER);
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(PublishError::Invalid(
+            "Idempotency-Key header must be sent once".to_owned(),
+        ));
+    }
+    // Bytes outside visible ASCII fail the key's character rule later.
+    let text = String::from_utf8_lossy(value.as_bytes());
+    let unquoted = text
+        .strip_prefix('"')
+        .and_then(|rest| rest.strip_suffix('"'))
+        .filter(|inner| !inner.contains(['"', '\\']));
+    Ok(Some(unquoted.unwrap_or(&text).to_owned()))
 }
 
 /// An already decided extraction.

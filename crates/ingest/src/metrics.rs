@@ -24,17 +24,22 @@ struct Counters {
     rate_limited: Counter,
     /// The process's `es_auth_refusals_total`, shared with the gateway part.
     auth_refusals: AuthRefusals,
+    /// `es_publishes_replayed_total`: idempotent retries answered with the
+    /// first publish's event.
+    replayed: Counter,
 }
 
 impl PublishMetrics {
     /// Registers the counters in `metrics` as `es_events_published_total`,
-    /// `es_publish_failures_total` and `es_rate_limit_refusals_total
+    /// `es_publish_failures_total`, `es_publishes_replayed_total` and
+    /// `es_rate_limit_refusals_total
     /// {limit="publish"}`, and with a `limit`, the gauge
     /// `es_publish_limit_addresses`; `es_auth_refusals_total` is shared.
     pub fn register(metrics: &Metrics, limit: Option<&PublishLimit>) -> Self {
         let counters = Counters {
             published: Counter::default(),
             publish_failures: Counter::default(),
+            replayed: Counter::default(),
             rate_limited: metrics.rate_limit_refusals(Limit::Publish),
             auth_refusals: metrics.auth_refusals(),
         };
@@ -55,6 +60,11 @@ impl PublishMetrics {
                 "publish_failures",
                 "Publishes refused because the bus failed",
                 &counters.publish_failures,
+            ),
+            (
+                "publishes_replayed",
+                "Publishes answered from an idempotency key, storing nothing",
+                &counters.replayed,
             ),
         ];
         for (name, help, counter) in named {
@@ -79,5 +89,9 @@ impl PublishMetrics {
 
     pub fn auth_refusals(&self) -> &AuthRefusals {
         &self.inner.auth_refusals
+    }
+
+    pub fn replayed(&self) -> &Counter {
+        &self.inner.replayed
     }
 }

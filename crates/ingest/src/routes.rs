@@ -3,6 +3,7 @@
 use actix_web::http::StatusCode;
 use actix_web::http::header::HeaderMap;
 use actix_web::{HttpRequest, HttpResponse, web};
+use bus::Published;
 use operations::metrics::Action;
 use service_kit::access_log::client_of;
 use service_kit::cors::{Policy, Verdict};
@@ -10,7 +11,7 @@ use service_kit::{Access, Client, Refusal};
 use shared_types::{JSend, Limits, ValidPublish};
 
 use crate::error::PublishError;
-use crate::extract::PublishBody;
+use crate::extract::{self, PublishBody};
 use crate::limit::PublishLimit;
 use crate::metrics::PublishMetrics;
 
@@ -26,6 +27,8 @@ pub struct IngestState {
     pub access: Access,
     /// `publish.rate_limit_per_sec`: `None` when off.
     pub limit: Option<PublishLimit>,
+    /// `publish.idempotency_*`: how long and how many keys a topic keeps.
+    pub idempotency: bus::IdempotencyPolicy,
 }
 
 /// Everything that decides whether a publish may go ahead, before the bus
@@ -75,6 +78,7 @@ pub fn admit(
     let grant = state.access.publish_grant(headers).map_err(refused)?;
     let valid = body?
         .0
+        .with_idempotency_header(extract::idempotency_header(headers)?)
         .validate_into(&state.limits)
         .map_err(PublishError::Invalid)?;
     match grant {
@@ -84,28 +88,58 @@ pub fn admit(
 }
 
 /// Admits, publishes, and answers 201 with the tutorial's exact body and
-/// the new event's id in a header, only once the bus confirmed it.
+/// the new event's id in a header, only once the bus confirmed it. With an
+/// idempotency key, a retry of a publish the bus already confirmed gets the
+/// same answer, marked [`REPLAYED_HEADER`], and nothing is published again.
 pub async fn publish(
     request: HttpRequest,
     body: Result<PublishBody, actix_web::Error>,
     state: web::Data<IngestState>,
 ) -> Result<HttpResponse, actix_web::Error> {
     let valid = admit(&state, &client_of(&request), request.headers(), body)?;
-    let position = match state
-        .bus
-        .publish(&valid.topic, &valid.event_type, &valid.message)
-        .await
-    {
-        Ok(position) => position,
+    let published = match &valid.idempotency_key {
+        None => state
+            .bus
+            .publish(&valid.topic, &valid.event_type, &valid.message)
+            .await
+            .map(Published::Stored),
+        Some(key) => {
+            state
+                .bus
+                .publish_idempotent(
+                    &valid.topic,
+                    &valid.event_type,
+                    &valid.message,
+                    key,
+                    &state.idempotency,
+                )
+                .await
+        }
+    };
+    let (position, replayed) = match published {
+        Ok(Published::Stored(position)) => (position, false),
+        Ok(Published::Replayed(position)) => (position, true),
+        Ok(Published::KeyReused) => return Err(PublishError::KeyReused.into()),
         Err(error) => {
             state.metrics.publish_failures().inc();
             return Err(PublishError::from(error).into());
         }
     };
-    state.metrics.published().inc();
-    tracing::debug!(topic = %valid.topic, id = %position, "published");
-    Ok(HttpResponse::build(StatusCode::CREATED)
+    let mut answer = HttpResponse::build(StatusCode::CREATED);
+    if replayed {
+        state.metrics.replayed().inc();
+        tracing::debug!(topic = %valid.topic, id = %position, "publish replayed");
+        answer.insert_header((REPLAYED_HEADER, "true"));
+    } else {
+        state.metrics.published().inc();
+        tracing::debug!(topic = %valid.topic, id = %position, "published");
+    }
+    Ok(answer
         .insert_header((crate::EVENT_ID_HEADER, position.to_string()))
         .insert_header(actix_web::http::header::ContentType::json())
         .body(JSend::success(valid.message).to_json()))
 }
+
+/// Marks a 201 that repeats an earlier publish's answer (same idempotency
+/// key and request) rather than reporting a new event.
+pub const REPLAYED_HEADER: &str = "idempotent-replayed";

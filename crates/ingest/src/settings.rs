@@ -23,6 +23,12 @@ pub struct PublishSettings {
     /// Publishes one client address may send at once before the rate
     /// applies: the bucket's size. 0 exactly when the rate is 0.
     pub rate_limit_burst: u32,
+    /// How long an idempotency key is honoured after its first publish; at
+    /// most `bus.history_ttl_secs` applies (keys live beside the history).
+    pub idempotency_window_secs: u64,
+    /// Most idempotency keys one topic remembers; past it the oldest is
+    /// forgotten first. Bounds what a publisher inventing keys can cost.
+    pub idempotency_max_keys_per_topic: usize,
 }
 
 impl Section for PublishSettings {
@@ -30,12 +36,22 @@ impl Section for PublishSettings {
     const DEFAULTS: &'static str = "max_message_chars = 100
 max_body_bytes = 65536
 rate_limit_per_sec = 0
-rate_limit_burst = 0";
+rate_limit_burst = 0
+idempotency_window_secs = 86400
+idempotency_max_keys_per_topic = 1000";
 
     fn check(&self) -> Result<(), SettingsError> {
         at_least_one(&[
             ("publish.max_message_chars", self.max_message_chars as u64),
             ("publish.max_body_bytes", self.max_body_bytes as u64),
+            (
+                "publish.idempotency_window_secs",
+                self.idempotency_window_secs,
+            ),
+            (
+                "publish.idempotency_max_keys_per_topic",
+                self.idempotency_max_keys_per_topic as u64,
+            ),
         ])?;
         for (key, value) in [
             ("publish.rate_limit_per_sec", self.rate_limit_per_sec),
@@ -67,6 +83,13 @@ impl PublishSettings {
             max_message_chars: self.max_message_chars,
         }
     }
+
+    pub fn idempotency(&self) -> bus::IdempotencyPolicy {
+        bus::IdempotencyPolicy {
+            window: std::time::Duration::from_secs(self.idempotency_window_secs),
+            max_keys: self.idempotency_max_keys_per_topic,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -93,7 +116,14 @@ mod tests {
         let settings = load(&[]).unwrap();
         assert_eq!(settings.own.max_message_chars, 100);
         assert_eq!(settings.own.max_body_bytes, 65536);
-        for key in ["MAX_MESSAGE_CHARS", "MAX_BODY_BYTES"] {
+        assert_eq!(settings.own.idempotency_window_secs, 86400);
+        assert_eq!(settings.own.idempotency_max_keys_per_topic, 1000);
+        for key in [
+            "MAX_MESSAGE_CHARS",
+            "MAX_BODY_BYTES",
+            "IDEMPOTENCY_WINDOW_SECS",
+            "IDEMPOTENCY_MAX_KEYS_PER_TOPIC",
+        ] {
             let error = load(&[(&format!("ES__PUBLISH__{key}"), "0")])
                 .unwrap_err()
                 .to_string();

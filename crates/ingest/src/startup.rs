@@ -36,7 +36,7 @@ pub fn part(
         cors: Policy::new(&http.cors),
         access: access.clone(),
         limit,
-        // Checked when the settings loaded.
+        idempotency: settings.idempotency(),
     };
     let max_body_bytes = settings.max_body_bytes;
     Part::new("POST", move |cfg| {

@@ -21,6 +21,7 @@ pub fn parse(input: &[u8]) -> Result<PublishRequest, String> {
             "message" => &mut request.message,
             "topic" => &mut request.topic,
             "event" => &mut request.event,
+            "idempotency_key" => &mut request.idempotency_key,
             _ => continue,
         };
         if slot.is_some() {

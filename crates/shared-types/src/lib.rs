@@ -18,4 +18,6 @@ pub mod publish;
 pub use cursor::{Cursor, CursorError, Epoch, Position, Sequence};
 pub use event::{Event, sse_comment, sse_retry};
 pub use jsend::JSend;
-pub use publish::{DEFAULT_EVENT_TYPE, DEFAULT_TOPIC, Limits, PublishRequest, ValidPublish};
+pub use publish::{
+    DEFAULT_EVENT_TYPE, DEFAULT_TOPIC, IDEMPOTENCY_KEY_HEADER, Limits, PublishRequest, ValidPublish,
+};

@@ -1,5 +1,5 @@
-//! The publish request: the tutorial's `message`, plus an optional `topic`
-//! and SSE `event` type, and the rules each must follow.
+//! The publish request: the tutorial's `message`, plus an optional `topic`,
+//! SSE `event` type and idempotency key, and the rules each must follow.
 
 use std::fmt;
 
@@ -14,6 +14,12 @@ pub const DEFAULT_EVENT_TYPE: &str = "message";
 pub const MAX_TOPIC_LEN: usize = 128;
 /// Longest event type, in bytes (the character set is ASCII).
 pub const MAX_EVENT_TYPE_LEN: usize = 64;
+/// Longest idempotency key, in bytes (the character set is ASCII).
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+/// The header that carries an idempotency key (the body's field is
+/// `idempotency_key`).
+pub const IDEMPOTENCY_KEY_HEADER: &str = "Idempotency-Key";
+
 /// Event types a publisher may not use, in any case. Browsers hand `error`
 /// and `open` to an EventSource's `onerror` and `onopen`, and `reset` is the
 /// server's own "you may have missed events" (the only type a gateway writes
@@ -52,6 +58,13 @@ pub struct PublishRequest {
     pub topic: Option<String>,
     #[validate(custom(function = "check_event_type"))]
     pub event: Option<String>,
+    /// The body's `idempotency_key` field.
+    #[validate(custom(function = "check_idempotency_key"))]
+    pub idempotency_key: Option<String>,
+    /// The `Idempotency-Key` header's value, set by the service that read
+    /// the request (never from the body); see
+    /// [`PublishRequest::with_idempotency_header`].
+    pub idempotency_header: Option<String>,
 }
 
 /// Only a map (a JSON object) is a publish request: a derived impl would
@@ -76,6 +89,7 @@ impl<'de> Deserialize<'de> for PublishRequest {
                         "message" => &mut request.message,
                         "topic" => &mut request.topic,
                         "event" => &mut request.event,
+                        "idempotency_key" => &mut request.idempotency_key,
                         _ => {
                             map.next_value::<de::IgnoredAny>()?;
                             continue;
@@ -101,37 +115,69 @@ pub struct ValidPublish {
     pub message: String,
     pub topic: String,
     pub event_type: String,
+    /// From the header or the body field; `None`: an ordinary publish.
+    pub idempotency_key: Option<String>,
 }
 
 impl PublishRequest {
+    /// The request with the `Idempotency-Key` header's value beside the
+    /// body's field: either may carry the key, both only if they agree.
+    pub fn with_idempotency_header(mut self, header: Option<String>) -> Self {
+        self.idempotency_header = header;
+        self
+    }
+
     /// Checks every rule and names the first broken one per field, in a
-    /// stable order (message, topic, event) so clients can rely on the text.
+    /// stable order (message, topic, event, idempotency_key, then the
+    /// header) so clients can rely on the text.
     pub fn validate_into(self, limits: &Limits) -> Result<ValidPublish, String> {
         if self.message.is_none() {
             return Err("message is required".to_owned());
         }
-        self.validate_with_args(limits).map_err(describe)?;
+        let mut errors = match self.validate_with_args(limits) {
+            Ok(()) => Vec::new(),
+            Err(errors) => describe(errors),
+        };
+        if let Some(header) = &self.idempotency_header
+            && let Err(error) = check_idempotency_key(header)
+        {
+            let why = error.message.as_deref().unwrap_or("is invalid");
+            errors.push(format!("{IDEMPOTENCY_KEY_HEADER} header {why}"));
+        }
+        if errors.is_empty()
+            && let (Some(header), Some(field)) = (&self.idempotency_header, &self.idempotency_key)
+            && header != field
+        {
+            // Either could be the one meant: refusing is the only safe answer.
+            errors.push(format!(
+                "idempotency_key differs from the {IDEMPOTENCY_KEY_HEADER} header; send one, \
+                 or the same key in both"
+            ));
+        }
+        if !errors.is_empty() {
+            return Err(errors.join("; "));
+        }
         Ok(ValidPublish {
             message: self.message.unwrap_or_default(),
             topic: self.topic.unwrap_or_else(|| DEFAULT_TOPIC.to_owned()),
             event_type: self.event.unwrap_or_else(|| DEFAULT_EVENT_TYPE.to_owned()),
+            idempotency_key: self.idempotency_header.or(self.idempotency_key),
         })
     }
 }
 
 /// Joins the field errors into one sentence. The rejected value is never
 /// echoed: it may be huge or hostile.
-fn describe(errors: ValidationErrors) -> String {
+fn describe(errors: ValidationErrors) -> Vec<String> {
     let fields = errors.field_errors();
-    ["message", "topic", "event"]
+    ["message", "topic", "event", "idempotency_key"]
         .iter()
         .filter_map(|name| {
             let first = fields.get(*name)?.first()?;
             let why = first.message.as_deref().unwrap_or("is invalid");
             Some(format!("{name} {why}"))
         })
-        .collect::<Vec<_>>()
-        .join("; ")
+        .collect()
 }
 
 fn rule(code: &'static str, message: String) -> ValidationError {
@@ -193,6 +239,25 @@ fn check_event_type(event: &str) -> Result<(), ValidationError> {
     Ok(())
 }
 
+/// An idempotency key: 1 to [`MAX_IDEMPOTENCY_KEY_LEN`] visible ASCII
+/// characters (`!` to `~`), so a UUID, a hash or a client's own scheme
+/// fits, and no space, control character or non-ASCII byte is ever stored.
+fn check_idempotency_key(key: &str) -> Result<(), ValidationError> {
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN {
+        return Err(rule(
+            "length",
+            format!("must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} characters"),
+        ));
+    }
+    if !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(rule(
+            "charset",
+            "may only contain visible ASCII characters ('!' to '~')".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
 /// The reason a topic name is refused, as a sentence fragment.
 pub fn topic_error(topic: &str) -> Option<String> {
     check_topic(topic)
@@ -209,6 +274,74 @@ mod tests {
             message: message.map(str::to_owned),
             topic: topic.map(str::to_owned),
             event: event.map(str::to_owned),
+            ..PublishRequest::default()
+        }
+    }
+
+    fn keyed(body: Option<&str>, header: Option<&str>) -> Result<ValidPublish, String> {
+        PublishRequest {
+            idempotency_key: body.map(str::to_owned),
+            ..request(Some("hi"), None, None)
+        }
+        .with_idempotency_header(header.map(str::to_owned))
+        .validate_into(&Limits::default())
+    }
+
+    #[test]
+    fn an_idempotency_key_comes_from_the_header_or_the_body_or_both_if_they_agree() {
+        let key = |body, header| keyed(body, header).unwrap().idempotency_key;
+        assert_eq!(key(None, None), None);
+        assert_eq!(key(Some("a"), None).as_deref(), Some("a"));
+        assert_eq!(key(None, Some("b")).as_deref(), Some("b"));
+        assert_eq!(key(Some("c"), Some("c")).as_deref(), Some("c"));
+        assert_eq!(
+            keyed(Some("a"), Some("b")).unwrap_err(),
+            "idempotency_key differs from the Idempotency-Key header; send one, or the same key in both"
+        );
+    }
+
+    #[test]
+    fn idempotency_keys_are_1_to_255_visible_ascii_characters() {
+        let longest = "~".repeat(255);
+        for good in [
+            "a",
+            "!",
+            longest.as_str(),
+            "8e03978e-40d5-43e8-bc93-6894a57f9324",
+        ] {
+            assert!(keyed(Some(good), None).is_ok(), "{good}");
+            assert!(keyed(None, Some(good)).is_ok(), "{good}");
+        }
+        let too_long = "k".repeat(256);
+        let cases = [
+            ("", "must be 1 to 255 characters"),
+            (too_long.as_str(), "must be 1 to 255 characters"),
+            (
+                "a b",
+                "may only contain visible ASCII characters ('!' to '~')",
+            ),
+            (
+                "a\tb",
+                "may only contain visible ASCII characters ('!' to '~')",
+            ),
+            (
+                "clé",
+                "may only contain visible ASCII characters ('!' to '~')",
+            ),
+            (
+                "a\u{7f}",
+                "may only contain visible ASCII characters ('!' to '~')",
+            ),
+        ];
+        for (bad, why) in cases {
+            assert_eq!(
+                keyed(Some(bad), None).unwrap_err(),
+                format!("idempotency_key {why}")
+            );
+            assert_eq!(
+                keyed(None, Some(bad)).unwrap_err(),
+                format!("Idempotency-Key header {why}")
+            );
         }
     }
 

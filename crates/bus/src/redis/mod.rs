@@ -47,6 +47,7 @@ use self::hub::Hub;
 use self::relay::Relay;
 use self::store::Store;
 use crate::error::Error;
+use crate::idempotency::{IdempotencyPolicy, Published};
 use crate::replay::{Replay, Slice};
 use crate::stats::{BusStats, Counters};
 use crate::subscription::Subscription;
@@ -287,6 +288,20 @@ impl RedisEngine {
         data: &str,
     ) -> Result<Position, Error> {
         self.store.publish(topic, event_type, data).await
+    }
+
+    /// See [`Bus::publish_idempotent`](crate::Bus::publish_idempotent).
+    pub async fn publish_idempotent(
+        &self,
+        topic: &str,
+        event_type: &str,
+        data: &str,
+        key: &str,
+        policy: &IdempotencyPolicy,
+    ) -> Result<Published, Error> {
+        self.store
+            .publish_idempotent(topic, event_type, data, key, policy)
+            .await
     }
 
     pub async fn head(&self, topic: &str) -> Result<Position, Error> {

@@ -8,7 +8,13 @@
 //! - `<prefix>:{T}:stream`: stream of events, entry id `<offset>-0`, fields
 //!   `type` and `data`; trimmed with `MAXLEN ~` and given the same TTL as
 //!   the meta key, both refreshed on each publish;
-//! - `<prefix>:{T}:chan`: pub/sub channel carrying each event once stored.
+//! - `<prefix>:{T}:chan`: pub/sub channel carrying each event once stored;
+//! - `<prefix>:{T}:keys`: hash of idempotency key → `<epoch> <offset>
+//!   <request digest>` (only once a publish carried a key);
+//! - `<prefix>:{T}:key-ages`: sorted set of the same keys scored by the
+//!   Unix milliseconds (Redis's clock) of their first publish, for eviction
+//!   by age and by count. Both expire one window after the last keyed
+//!   publish, and a new history (the meta key gone) starts without them.
 //!
 //! A pub/sub message is `<epoch>\n<offset>\n<type length>\n<type><data>`:
 //! epoch and offset cannot contain a newline, and the byte length of the
@@ -22,6 +28,7 @@ use ::redis::Value;
 use shared_types::{Epoch, Position};
 
 use crate::error::Error;
+use crate::idempotency::Published;
 
 /// Reads a topic in one atomic step: its meta (epoch, offset), the first
 /// retained stream entry, and up to `count` entries from an id on, so all
@@ -50,32 +57,46 @@ return {meta, first, range}
 /// before anything changed. The last check is the first write: XADD with
 /// the explicit id refuses an id at or below the stream's newest, which
 /// catches a stream ahead of its meta without reading the stream first.
-/// Seven commands per publish: TIME, HMGET, XADD, HSET, two PEXPIREs,
-/// PUBLISH.
+/// Seven commands per publish without a key: TIME, HMGET, XADD, HSET, two
+/// PEXPIREs, PUBLISH.
 ///
 /// Before anything else it compares Redis's clock with the caller's
 /// deadline: a script that waited (in the socket of a frozen Redis, or
 /// behind a long backlog) until after the caller gave up and answered 503
 /// must not store the event then. It answers `EXPIRED` and changes nothing.
 ///
+/// With an idempotency key (the two blocks marked `idempotency`), it looks
+/// the key up among the checks, before any write: a key recorded within the
+/// window answers `{epoch, offset, 'replayed'}` when its digest matches,
+/// `{'key-reused'}` when not, and nothing is written or published. A new key
+/// is recorded after the event (HSET, ZADD), keys past the window or past
+/// the count are dropped oldest first (a bounded number per publish), and
+/// both key sets get the window as their TTL: up to eight commands more,
+/// plus two for each key dropped.
+///
 /// In cluster mode the channel argument is empty and the script publishes
 /// nothing: the store broadcasts with `SPUBLISH` itself, once `WAIT` has
 /// seen the event on a replica (see `Store::publish`). One script text for
 /// both modes, so both run the same checks and writes.
 ///
-/// KEYS: meta, stream. ARGV: epoch candidate (used only when the topic has
-/// no epoch yet; base-36 text because Lua numbers are doubles), event type,
-/// data, approximate MAXLEN, TTL in milliseconds (0: no expiry), channel,
-/// deadline in Unix milliseconds by Redis's clock (0: none).
+/// KEYS: meta, stream, keys, key-ages. ARGV: epoch candidate (used only
+/// when the topic has no epoch yet; base-36 text because Lua numbers are
+/// doubles), event type, data, approximate MAXLEN, TTL in milliseconds (0:
+/// no expiry), channel, deadline in Unix milliseconds by Redis's clock (0:
+/// none), then, with a key: the key, the request digest, the window in
+/// milliseconds, the most keys per topic.
 /// Returns `{epoch, offset}` as text for the same reason.
 pub(crate) const PUBLISH_SCRIPT: &str = r#"
 local meta, stream = KEYS[1], KEYS[2]
 local deadline = tonumber(ARGV[7]) or 0
-if deadline > 0 then
-  local now = redis.call('TIME')
-  if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > deadline then
-    return redis.error_reply('EXPIRED publish reached Redis after its deadline; nothing stored')
-  end
+local key = ARGV[8]
+local now = 0
+if deadline > 0 or key then
+  local time = redis.call('TIME')
+  now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+end
+if deadline > 0 and now > deadline then
+  return redis.error_reply('EXPIRED publish reached Redis after its deadline; nothing stored')
 end
 local state = redis.call('HMGET', meta, 'epoch', 'offset')
 local epoch, offset = state[1], state[2]
@@ -85,7 +106,7 @@ if fresh then
   -- No epoch: a new topic, or its meta key expired or was evicted on its
   -- own. Whatever the stream still holds belongs to an epoch no reader can
   -- resume from any more, so a new history starts from scratch.
-  redis.call('DEL', meta, stream)
+  redis.call('DEL', meta, stream, KEYS[3], KEYS[4])
   epoch = ARGV[1]
 else
   if #epoch == 0 or #epoch > 13 or string.find(epoch, '[^0-9a-z]')
@@ -101,6 +122,22 @@ else
     return redis.error_reply('CORRUPT ' .. meta .. ' offset is out of range')
   end
   next_offset = (tonumber(offset) or 0) + 1
+end
+-- idempotency: a key seen within the window replays or is refused here,
+-- before the first write. A fresh history has no keys.
+if key and not fresh then
+  local first = redis.call('ZSCORE', KEYS[4], key)
+  local record = redis.call('HGET', KEYS[3], key)
+  if first and record and now - tonumber(first) < tonumber(ARGV[10]) then
+    local e, o, digest = string.match(record, '^([0-9a-z]+) (%d+) (%x+)$')
+    if not e then
+      return redis.error_reply('CORRUPT ' .. KEYS[3] .. ' has an unreadable record')
+    end
+    if digest == ARGV[9] then
+      return {e, o, 'replayed'}
+    end
+    return {'key-reused'}
+  end
 end
 offset = string.format('%d', next_offset)
 -- The first write. XADD itself refuses an id at or below the stream's
@@ -125,6 +162,31 @@ if tonumber(ARGV[5]) > 0 then
 else
   redis.call('PERSIST', meta)
   redis.call('PERSIST', stream)
+end
+-- idempotency: record the key, then drop what the window or the count no
+-- longer allows, oldest first, never the key just recorded; at most 100
+-- keys per publish, so one publish after a long lull or a lowered cap does
+-- bounded work (the rest go with the next ones, or with the TTL).
+if key then
+  local keys, ages, window = KEYS[3], KEYS[4], tonumber(ARGV[10])
+  redis.call('HSET', keys, key, epoch .. ' ' .. offset .. ' ' .. ARGV[9])
+  redis.call('ZADD', ages, now, key)
+  local drop = redis.call('ZRANGEBYSCORE', ages, '-inf', '(' .. (now - window + 1), 'LIMIT', 0, 100)
+  local over = math.min(redis.call('ZCARD', ages) - #drop - tonumber(ARGV[11]), 100 - #drop)
+  if over > 0 then
+    for _, k in ipairs(redis.call('ZRANGE', ages, #drop, #drop + over)) do
+      if k ~= key and over > 0 then
+        drop[#drop + 1] = k
+        over = over - 1
+      end
+    end
+  end
+  if #drop > 0 then
+    redis.call('ZREM', ages, unpack(drop))
+    redis.call('HDEL', keys, unpack(drop))
+  end
+  redis.call('PEXPIRE', keys, window)
+  redis.call('PEXPIRE', ages, window)
 end
 if #ARGV[6] > 0 then
   redis.call('PUBLISH', ARGV[6], epoch .. '\n' .. offset .. '\n' .. #ARGV[2] .. '\n' .. ARGV[2] .. ARGV[3])
@@ -152,6 +214,14 @@ impl Keys {
 
     pub(crate) fn stream(&self, topic: &str) -> String {
         format!("{}:{{{topic}}}:stream", self.prefix)
+    }
+
+    pub(crate) fn idempotency_keys(&self, topic: &str) -> String {
+        format!("{}:{{{topic}}}:keys", self.prefix)
+    }
+
+    pub(crate) fn idempotency_ages(&self, topic: &str) -> String {
+        format!("{}:{{{topic}}}:key-ages", self.prefix)
     }
 
     pub(crate) fn channel(&self, topic: &str) -> String {
@@ -240,12 +310,25 @@ pub(crate) fn parse_meta(reply: Value) -> Result<Option<Position>, Error> {
     Ok(Some(Position::new(epoch, offset)))
 }
 
-/// The publish script's `{epoch, offset}` reply.
-pub(crate) fn parse_published(reply: Value) -> Result<Position, Error> {
+/// The publish script's reply: `{epoch, offset}` for a stored event,
+/// `{epoch, offset, 'replayed'}` for a key's replay, `{'key-reused'}` for a
+/// key used with another request.
+pub(crate) fn parse_published(reply: Value) -> Result<Published, Error> {
     let corrupt = || Error::Corrupt("publish script returned an unexpected reply".to_owned());
-    let Value::Array(fields) = reply else {
+    let Value::Array(mut fields) = reply else {
         return Err(corrupt());
     };
+    let mark = match fields.len() {
+        1 | 3 => fields.pop().and_then(|mark| bytes(mark).ok().flatten()),
+        2 => None,
+        _ => return Err(corrupt()),
+    };
+    if fields.is_empty() {
+        return match mark.as_deref() {
+            Some(b"key-reused") => Ok(Published::KeyReused),
+            _ => Err(corrupt()),
+        };
+    }
     let [epoch, offset] = <[Value; 2]>::try_from(fields).map_err(|_| corrupt())?;
     let epoch = bytes(epoch)
         .ok()
@@ -257,7 +340,12 @@ pub(crate) fn parse_published(reply: Value) -> Result<Position, Error> {
         .flatten()
         .and_then(|o| parse_u64(&o))
         .ok_or_else(corrupt)?;
-    Ok(Position::new(epoch, offset))
+    let position = Position::new(epoch, offset);
+    match mark.as_deref() {
+        None => Ok(Published::Stored(position)),
+        Some(b"replayed") => Ok(Published::Replayed(position)),
+        Some(_) => Err(corrupt()),
+    }
 }
 
 /// One stream entry as XRANGE returns it.
@@ -374,6 +462,8 @@ mod tests {
         assert_eq!(keys.meta("a.b"), "es:{a.b}:meta");
         assert_eq!(keys.stream("a.b"), "es:{a.b}:stream");
         assert_eq!(keys.channel("a.b"), "es:{a.b}:chan");
+        assert_eq!(keys.idempotency_keys("a.b"), "es:{a.b}:keys");
+        assert_eq!(keys.idempotency_ages("a.b"), "es:{a.b}:key-ages");
         assert_eq!(keys.topic_of("es:{a.b}:chan"), Some("a.b"));
         assert_eq!(keys.topic_of("es:{a}b}:chan"), Some("a}b"));
         assert_eq!(keys.topic_of("other:{a}:chan"), None);
@@ -441,6 +531,30 @@ mod tests {
             assert!(matches!(meta(epoch, offset), Err(Error::Corrupt(_))));
         }
         assert!(matches!(parse_meta(Value::Int(3)), Err(Error::Corrupt(_))));
+    }
+
+    #[test]
+    fn publish_replies_are_stored_replayed_or_key_reused_and_nothing_else() {
+        let reply = |fields: &[&str]| {
+            parse_published(Value::Array(fields.iter().map(|f| bulk(f)).collect()))
+        };
+        let position = Position::new(Epoch(35), 4);
+        assert_eq!(reply(&["z", "4"]).unwrap(), Published::Stored(position));
+        assert_eq!(
+            reply(&["z", "4", "replayed"]).unwrap(),
+            Published::Replayed(position)
+        );
+        assert_eq!(reply(&["key-reused"]).unwrap(), Published::KeyReused);
+        for bad in [
+            &[][..],
+            &["z"],
+            &["replayed"],
+            &["z", "4", "other"],
+            &["z", "x", "replayed"],
+            &["z", "4", "replayed", "x"],
+        ] {
+            assert!(matches!(reply(bad), Err(Error::Corrupt(_))), "{bad:?}");
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ use super::connections::{Commands, Connections, unix_ms};
 use super::schema::{self, Entry, Keys};
 use super::{RedisConfig, RedisMode};
 use crate::error::Error;
+use crate::idempotency::{IdempotencyPolicy, Published, request_digest};
 use crate::replay::{self, HistoryBounds, Replay, Slice};
 use crate::stats::Counters;
 
@@ -153,6 +154,36 @@ impl Store {
         event_type: &str,
         data: &str,
     ) -> Result<Position, Error> {
+        match self.run_script(topic, event_type, data, None).await? {
+            Published::Stored(position) => Ok(position),
+            // The script answers these only to a publish with a key.
+            Published::Replayed(_) | Published::KeyReused => Err(Error::Corrupt(
+                "publish script answered as if the publish had a key".to_owned(),
+            )),
+        }
+    }
+
+    /// As [`Store::publish`], once per `key` within the policy's window;
+    /// see [`crate::idempotency`].
+    pub(crate) async fn publish_idempotent(
+        &self,
+        topic: &str,
+        event_type: &str,
+        data: &str,
+        key: &str,
+        policy: &IdempotencyPolicy,
+    ) -> Result<Published, Error> {
+        self.run_script(topic, event_type, data, Some((key, policy)))
+            .await
+    }
+
+    async fn run_script(
+        &self,
+        topic: &str,
+        event_type: &str,
+        data: &str,
+        key: Option<(&str, &IdempotencyPolicy)>,
+    ) -> Result<Published, Error> {
         let candidate = Epoch::random().to_string();
         // The script refuses to run after this moment (Redis's clock), so
         // a publish that waited in a frozen Redis's socket until after this
@@ -173,12 +204,23 @@ impl Store {
         } else {
             self.keys.channel(topic)
         };
+        let keyed = key.map(|(key, policy)| {
+            let window = policy.window_within(self.config.history_ttl);
+            (
+                key,
+                request_digest(event_type, data),
+                u64::try_from(window.as_millis()).unwrap_or(u64::MAX),
+                policy.max_keys.max(1),
+            )
+        });
         let reply: Value = self
             .run(async |c| {
                 let mut invocation = self.script.prepare_invoke();
                 invocation
                     .key(self.keys.meta(topic))
                     .key(self.keys.stream(topic))
+                    .key(self.keys.idempotency_keys(topic))
+                    .key(self.keys.idempotency_ages(topic))
                     .arg(candidate)
                     .arg(event_type)
                     .arg(data)
@@ -186,15 +228,23 @@ impl Store {
                     .arg(ttl_ms)
                     .arg(script_channel)
                     .arg(deadline_ms);
+                if let Some((key, digest, window_ms, max_keys)) = &keyed {
+                    invocation
+                        .arg(*key)
+                        .arg(digest)
+                        .arg(*window_ms)
+                        .arg(*max_keys);
+                }
                 invocation.invoke_async(c).await
             })
             .await?;
-        let position = schema::parse_published(reply)?;
-        if cluster {
-            self.replicate_and_broadcast(topic, position, event_type, data)
+        let published = schema::parse_published(reply)?;
+        // A replay or a refused key wrote nothing: nothing to replicate.
+        if let (true, Published::Stored(position)) = (cluster, &published) {
+            self.replicate_and_broadcast(topic, *position, event_type, data)
                 .await?;
         }
-        Ok(position)
+        Ok(published)
     }
 
     /// Cluster mode, after the script stored the event: waits until

@@ -1,7 +1,9 @@
 //! One behavioural suite, run against every engine: what the gateway and
 //! ingest rely on must not depend on which engine is configured.
 
-use bus::{Error, Recv, ResetReason, Slice};
+use std::time::Duration;
+
+use bus::{Error, IdempotencyPolicy, Published, Recv, ResetReason, Slice};
 use shared_types::{Epoch, Position};
 
 use crate::helpers::{Kind, Sizes, next_event, offsets};
@@ -51,6 +53,12 @@ for_each_engine!(
     a_subscriber_dropped_and_replaced_keeps_receiving,
     event_data_survives_any_content,
     fresh_subscribers_start_at_the_head_and_miss_nothing_after_it,
+    a_retry_with_the_same_key_replays_the_first_position_and_sends_nothing,
+    the_same_key_with_another_request_is_refused_and_stores_nothing,
+    keys_belong_to_their_topic,
+    past_the_cap_the_oldest_keys_are_forgotten_first,
+    a_key_publishes_again_once_its_window_has_passed,
+    concurrent_publishes_with_one_key_store_one_event,
 );
 
 async fn publish_assigns_contiguous_offsets_and_moves_the_head(kind: Kind) {
@@ -491,4 +499,207 @@ async fn subscribing_to_a_topic_past_max_topics_is_refused_until_one_is_left(kin
         .await
         .unwrap();
     assert_eq!(next_event(&mut c).await.data, "hi");
+}
+
+/// A policy with room for every key a test uses and a day-long window.
+const POLICY: IdempotencyPolicy = IdempotencyPolicy {
+    window: Duration::from_secs(86_400),
+    max_keys: 100,
+};
+
+async fn a_retry_with_the_same_key_replays_the_first_position_and_sends_nothing(kind: Kind) {
+    let engine = kind.start(Sizes::default()).await;
+    let mut subscription = engine.bus.subscribe("t").await.unwrap();
+    let first = engine
+        .publisher
+        .publish_idempotent("t", "message", "once", "key-1", &POLICY)
+        .await
+        .unwrap();
+    let Published::Stored(position) = first else {
+        panic!("a new key stores: {first:?}");
+    };
+    for _ in 0..3 {
+        assert_eq!(
+            engine
+                .publisher
+                .publish_idempotent("t", "message", "once", "key-1", &POLICY)
+                .await
+                .unwrap(),
+            Published::Replayed(position)
+        );
+    }
+    assert_eq!(engine.bus.head("t").await.unwrap(), position);
+    let event = next_event(&mut subscription).await;
+    assert_eq!((event.position, event.data.as_str()), (position, "once"));
+    // Nothing else was sent: the next event is the next publish.
+    let next = engine
+        .publisher
+        .publish("t", "message", "after")
+        .await
+        .unwrap();
+    assert_eq!(next.offset, position.offset + 1);
+    assert_eq!(next_event(&mut subscription).await.position, next);
+    let history = engine.bus.replay("t", Position::START).await.unwrap();
+    assert_eq!(offsets(&history.events), [1, 2]);
+}
+
+async fn the_same_key_with_another_request_is_refused_and_stores_nothing(kind: Kind) {
+    let engine = kind.start(Sizes::default()).await;
+    let publish = |event_type: &'static str, data: &'static str| {
+        let publisher = engine.publisher.clone();
+        async move {
+            publisher
+                .publish_idempotent("t", event_type, data, "k", &POLICY)
+                .await
+                .unwrap()
+        }
+    };
+    let stored = publish("message", "a").await;
+    assert!(matches!(stored, Published::Stored(_)), "{stored:?}");
+    assert_eq!(publish("message", "b").await, Published::KeyReused);
+    assert_eq!(publish("other", "a").await, Published::KeyReused);
+    // The split between type and data counts: "messag" + "ea" is not it.
+    assert_eq!(publish("messag", "ea").await, Published::KeyReused);
+    assert_eq!(
+        publish("message", "a").await,
+        Published::Replayed(stored.position().unwrap())
+    );
+    assert_eq!(engine.bus.head("t").await.unwrap().offset, 1);
+}
+
+async fn keys_belong_to_their_topic(kind: Kind) {
+    let engine = kind.start(Sizes::default()).await;
+    for topic in ["a", "b"] {
+        let published = engine
+            .publisher
+            .publish_idempotent(topic, "message", "same", "shared-key", &POLICY)
+            .await
+            .unwrap();
+        assert!(
+            matches!(published, Published::Stored(p) if p.offset == 1),
+            "{published:?}"
+        );
+    }
+    // A publish without a key is never a replay, whatever keys exist.
+    let plain = engine
+        .publisher
+        .publish("a", "message", "same")
+        .await
+        .unwrap();
+    assert_eq!(plain.offset, 2);
+}
+
+async fn past_the_cap_the_oldest_keys_are_forgotten_first(kind: Kind) {
+    let engine = kind.start(Sizes::default()).await;
+    let policy = IdempotencyPolicy {
+        max_keys: 3,
+        ..POLICY
+    };
+    let publish = |key: &'static str| {
+        let publisher = engine.publisher.clone();
+        async move {
+            publisher
+                .publish_idempotent("t", "message", key, key, &policy)
+                .await
+                .unwrap()
+        }
+    };
+    for key in ["k1", "k2", "k3", "k4"] {
+        assert!(matches!(publish(key).await, Published::Stored(_)), "{key}");
+    }
+    // k1 went to make room for k4; k2 to k4 are remembered.
+    for (key, offset) in [("k2", 2), ("k3", 3), ("k4", 4)] {
+        assert!(
+            matches!(publish(key).await, Published::Replayed(p) if p.offset == offset),
+            "{key}"
+        );
+    }
+    assert!(matches!(publish("k1").await, Published::Stored(p) if p.offset == 5));
+    // Remembering k1 again pushed out the oldest one left, k2.
+    assert!(matches!(publish("k2").await, Published::Stored(p) if p.offset == 6));
+    assert!(matches!(publish("k4").await, Published::Replayed(p) if p.offset == 4));
+}
+
+async fn a_key_publishes_again_once_its_window_has_passed(kind: Kind) {
+    let engine = kind.start(Sizes::default()).await;
+    let policy = IdempotencyPolicy {
+        window: Duration::from_millis(300),
+        ..POLICY
+    };
+    let publish = || {
+        let publisher = engine.publisher.clone();
+        async move {
+            publisher
+                .publish_idempotent("t", "message", "again", "k", &policy)
+                .await
+                .unwrap()
+        }
+    };
+    let started = tokio::time::Instant::now();
+    let first = publish().await;
+    assert!(
+        matches!(first, Published::Stored(p) if p.offset == 1),
+        "{first:?}"
+    );
+    // Retry until the key stops replaying: it must, and not before the
+    // window has passed.
+    let deadline = started + Duration::from_secs(10);
+    let second = loop {
+        match publish().await {
+            Published::Replayed(position) => {
+                assert_eq!(Some(position), first.position());
+                assert!(tokio::time::Instant::now() < deadline, "never expired");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => break other,
+        }
+    };
+    assert!(started.elapsed() >= policy.window, "expired early");
+    assert!(
+        matches!(second, Published::Stored(p) if p.offset == 2),
+        "{second:?}"
+    );
+    // And the key now stands for the new event.
+    assert_eq!(
+        publish().await,
+        Published::Replayed(second.position().unwrap())
+    );
+}
+
+async fn concurrent_publishes_with_one_key_store_one_event(kind: Kind) {
+    let engine = kind.start(Sizes::default()).await;
+    let mut subscription = engine.bus.subscribe("t").await.unwrap();
+    let attempts: Vec<_> = (0..16)
+        .map(|_| {
+            let publisher = engine.publisher.clone();
+            tokio::spawn(async move {
+                publisher
+                    .publish_idempotent("t", "message", "racing", "k", &POLICY)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for attempt in attempts {
+        outcomes.push(attempt.await.unwrap());
+    }
+    let stored: Vec<_> = outcomes
+        .iter()
+        .filter(|o| matches!(o, Published::Stored(_)))
+        .collect();
+    assert_eq!(stored.len(), 1, "{outcomes:?}");
+    let position = stored[0].position().unwrap();
+    assert!(
+        outcomes.iter().all(|o| o.position() == Some(position)),
+        "{outcomes:?}"
+    );
+    assert_eq!(next_event(&mut subscription).await.position, position);
+    let sentinel = engine
+        .publisher
+        .publish("t", "message", "sentinel")
+        .await
+        .unwrap();
+    assert_eq!(next_event(&mut subscription).await.position, sentinel);
+    assert_eq!(sentinel.offset, 2);
 }

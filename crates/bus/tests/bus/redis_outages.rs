@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use bus::{Bus, Error, Recv, RedisConfig, ResetReason, Role};
+use bus::{Bus, Error, IdempotencyPolicy, Published, Recv, RedisConfig, ResetReason, Role};
 use redis::AsyncCommands;
 use shared_types::Position;
 use testkit::{RedisServer, wait_until};
@@ -468,6 +468,62 @@ async fn keys_expire_together_and_a_lost_meta_key_starts_a_new_epoch() {
             .collect::<Vec<_>>(),
         ["c"]
     );
+}
+
+#[tokio::test]
+async fn idempotency_keys_live_in_the_topics_slot_expire_with_the_window_and_go_with_a_new_history()
+{
+    let server = RedisServer::start();
+    let config = RedisConfig {
+        history_ttl: Duration::from_secs(60),
+        ..redis_config(&server)
+    };
+    let prefix = config.key_prefix.clone();
+    let bus = publisher(config).await;
+    // A window longer than the history's TTL is cut to it.
+    let policy = IdempotencyPolicy {
+        window: Duration::from_secs(3600),
+        max_keys: 10,
+    };
+    let first = bus
+        .publish_idempotent("t", "message", "a", "key", &policy)
+        .await
+        .unwrap();
+    let mut raw = raw_connection(&server).await;
+    let (keys, ages) = (
+        format!("{prefix}:{{t}}:keys"),
+        format!("{prefix}:{{t}}:key-ages"),
+    );
+    for key in [&keys, &ages] {
+        let ttl: i64 = raw.pttl(key).await.unwrap();
+        assert!((1..=60_000).contains(&ttl), "{key} has TTL {ttl}");
+    }
+    let record: String = raw.hget(&keys, "key").await.unwrap();
+    let position = first.position().unwrap();
+    assert!(
+        record.starts_with(&format!("{} {} ", position.epoch, position.offset)),
+        "{record}"
+    );
+    // A record we did not write is corrupt, not a replay.
+    let _: i64 = raw.hset(&keys, "key", "garbage").await.unwrap();
+    assert!(matches!(
+        bus.publish_idempotent("t", "message", "a", "key", &policy)
+            .await,
+        Err(Error::Corrupt(_))
+    ));
+    // Meta lost: a new history starts with no keys, so the key stores
+    // again, in the new epoch.
+    let _: i64 = raw.del(format!("{prefix}:{{t}}:meta")).await.unwrap();
+    let again = bus
+        .publish_idempotent("t", "message", "a", "key", &policy)
+        .await
+        .unwrap();
+    assert!(
+        matches!(again, Published::Stored(p) if p.offset == 1 && p.epoch != position.epoch),
+        "{again:?}"
+    );
+    let count: i64 = raw.hlen(&keys).await.unwrap();
+    assert_eq!(count, 1);
 }
 
 #[tokio::test]

@@ -87,6 +87,15 @@ impl TestApp {
         self.send(self.publish().json(body)).await
     }
 
+    /// POST /event-stream with a JSON body and these `Idempotency-Key`
+    /// header values (none, one, or the header repeated).
+    pub async fn post_json_keyed(&self, body: &serde_json::Value, keys: &[&[u8]]) -> Response {
+        let request = keys.iter().fold(self.publish().json(body), |request, key| {
+            request.header("idempotency-key", HeaderValue::from_bytes(key).unwrap())
+        });
+        self.send(request).await
+    }
+
     /// POST /event-stream with an `application/x-www-form-urlencoded` body.
     pub async fn post_form(&self, fields: &[(&str, &str)]) -> Response {
         self.send(self.publish().form(fields)).await

@@ -5,6 +5,7 @@ mod body_limits;
 mod framing;
 mod health;
 mod helpers;
+mod idempotency;
 mod invalid_input;
 mod media_types;
 mod publish;

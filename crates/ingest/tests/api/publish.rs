@@ -14,14 +14,14 @@ use crate::helpers::{PATIENCE, TestApp, jsend_success, spawn_app};
 
 /// One way of carrying the publish fields.
 #[derive(Debug, Clone, Copy)]
-enum Encoding {
+pub(crate) enum Encoding {
     Json,
     Form,
     Multipart,
     Query,
 }
 
-const ENCODINGS: [Encoding; 4] = [
+pub(crate) const ENCODINGS: [Encoding; 4] = [
     Encoding::Json,
     Encoding::Form,
     Encoding::Multipart,
@@ -30,7 +30,11 @@ const ENCODINGS: [Encoding; 4] = [
 
 impl TestApp {
     /// Publishes `fields` (all strings) in `encoding`.
-    async fn post_fields(&self, encoding: Encoding, fields: &[(&str, &str)]) -> reqwest::Response {
+    pub(crate) async fn post_fields(
+        &self,
+        encoding: Encoding,
+        fields: &[(&str, &str)],
+    ) -> reqwest::Response {
         match encoding {
             Encoding::Json => {
                 let object: serde_json::Map<String, serde_json::Value> = fields
