@@ -37,6 +37,23 @@ fn address(url: &str) -> String {
     url.trim_start_matches("http://").to_owned()
 }
 
+/// Redis, ingest and a gateway with `chat.*` private and publishing
+/// `publish` (`open` or `token`), `extra` on top, behind nginx; the stream
+/// URL through nginx.
+async fn front_door(publish: &str, extra: &[(&str, &str)]) -> (Cluster, Nginx, String) {
+    let mut env = vec![
+        ("ES__AUTH__PUBLISH", publish),
+        ("ES__AUTH__PRIVATE_TOPICS", "chat.*"),
+        ("ES__AUTH__HS256_SECRETS", SECRET),
+    ];
+    env.extend_from_slice(extra);
+    let cluster = Cluster::start(1, &env).await;
+    let gateways: Vec<String> = cluster.gateway_urls().iter().map(|u| address(u)).collect();
+    let nginx = Nginx::start(&[address(&cluster.ingest.url())], &gateways).await;
+    let url = format!("{}/event-stream", nginx.url());
+    (cluster, nginx, url)
+}
+
 /// Opens a stream and reads its `retry:`; panics unless it is a 200 stream.
 async fn open(request: reqwest::RequestBuilder) -> SseStream {
     let response = request.send().await.unwrap();
@@ -51,19 +68,8 @@ async fn open(request: reqwest::RequestBuilder) -> SseStream {
 
 #[tokio::test]
 async fn token_publish_and_private_subscribe_by_cookie_and_by_query_through_nginx() {
-    let cluster = Cluster::start(
-        1,
-        &[
-            ("ES__AUTH__PUBLISH", "token"),
-            ("ES__AUTH__PRIVATE_TOPICS", "chat.*"),
-            ("ES__AUTH__HS256_SECRETS", SECRET),
-        ],
-    )
-    .await;
-    let gateways: Vec<String> = cluster.gateway_urls().iter().map(|u| address(u)).collect();
-    let nginx = Nginx::start(&[address(&cluster.ingest.url())], &gateways).await;
+    let (_cluster, nginx, url) = front_door("token", &[]).await;
     let client = reqwest::Client::new();
-    let url = format!("{}/event-stream", nginx.url());
     let writer = mint(&["--publish", "chat.*"]);
     let reader = mint(&["--subscribe", "chat.*", "--sub", "reader"]);
 
@@ -125,20 +131,8 @@ async fn token_publish_and_private_subscribe_by_cookie_and_by_query_through_ngin
 /// token and its last id and gets exactly what was published meanwhile.
 #[tokio::test]
 async fn public_topics_header_tokens_and_a_seamless_resume_after_expiry_through_nginx() {
-    let cluster = Cluster::start(
-        1,
-        &[
-            ("ES__AUTH__PUBLISH", "token"),
-            ("ES__AUTH__PRIVATE_TOPICS", "chat.*"),
-            ("ES__AUTH__HS256_SECRETS", SECRET),
-            ("ES__AUTH__LEEWAY_SECS", "0"),
-        ],
-    )
-    .await;
-    let gateways: Vec<String> = cluster.gateway_urls().iter().map(|u| address(u)).collect();
-    let nginx = Nginx::start(&[address(&cluster.ingest.url())], &gateways).await;
+    let (_cluster, _nginx, url) = front_door("token", &[("ES__AUTH__LEEWAY_SECS", "0")]).await;
     let client = reqwest::Client::new();
-    let url = format!("{}/event-stream", nginx.url());
     let writer = mint(&["--publish", "*"]);
     let publish = |topic: &'static str, message: String| {
         let request = client
@@ -246,19 +240,8 @@ async fn public_topics_header_tokens_and_a_seamless_resume_after_expiry_through_
 /// topic needs one to be read.
 #[tokio::test]
 async fn open_mode_publishes_without_tokens_and_private_topics_stay_private_through_nginx() {
-    let cluster = Cluster::start(
-        1,
-        &[
-            ("ES__AUTH__PUBLISH", "open"),
-            ("ES__AUTH__PRIVATE_TOPICS", "chat.*"),
-            ("ES__AUTH__HS256_SECRETS", SECRET),
-        ],
-    )
-    .await;
-    let gateways: Vec<String> = cluster.gateway_urls().iter().map(|u| address(u)).collect();
-    let nginx = Nginx::start(&[address(&cluster.ingest.url())], &gateways).await;
+    let (_cluster, _nginx, url) = front_door("open", &[]).await;
     let client = reqwest::Client::new();
-    let url = format!("{}/event-stream", nginx.url());
     let refused = client
         .get(format!("{url}?topic=chat.room"))
         .send()
