@@ -1,6 +1,7 @@
 //! The delivery check every scenario ends with.
 
 use crate::cluster::Published;
+use crate::subscriber::Seen;
 
 /// Asserts what one subscriber received, ignoring `reset` events:
 /// - every acknowledged (201) message is there;
@@ -44,4 +45,22 @@ pub fn assert_delivered(who: &str, received: &[String], published: &Published) {
         missing.first(),
         received.len()
     );
+}
+
+/// [`assert_delivered`] for a finished subscriber, which must also have
+/// stayed on its one connection: a failover or a slot move behind it is
+/// healed by the server, never by the client reconnecting.
+pub fn assert_delivered_on_one_connection(who: &str, seen: &Seen, published: &Published) {
+    assert_eq!(
+        seen.connections, 1,
+        "{who}: the stream stayed open; ends {:?}",
+        seen.ends
+    );
+    let data: Vec<String> = seen
+        .events
+        .iter()
+        .filter(|e| e.event != "reset")
+        .map(|e| e.data.clone())
+        .collect();
+    assert_delivered(who, &data, published);
 }

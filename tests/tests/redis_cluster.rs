@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use e2e::check::assert_delivered;
+use e2e::check::assert_delivered_on_one_connection;
 use e2e::cluster::{Published, cluster_service_env, publish, publish_numbered};
 use e2e::process::Service;
 use e2e::subscriber::Subscriber;
@@ -161,19 +161,7 @@ async fn wait_for_all(who: &str, subscriber: &Subscriber, published: &Published)
 /// every acknowledged event of `published` once, in order (a refused
 /// publish may appear: stored, then its answer lost).
 async fn finish_and_check(who: &str, subscriber: Subscriber, published: &Published) {
-    let seen = subscriber.finish().await;
-    assert_eq!(
-        seen.connections, 1,
-        "{who}: the stream stayed open; ends {:?}",
-        seen.ends
-    );
-    let data: Vec<String> = seen
-        .events
-        .iter()
-        .filter(|e| e.event != "reset")
-        .map(|e| e.data.clone())
-        .collect();
-    assert_delivered(who, &data, published);
+    assert_delivered_on_one_connection(who, &subscriber.finish().await, published);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
