@@ -635,3 +635,49 @@ async fn cors_headers_and_preflights_pass_through_nginx_unchanged() {
         ));
     }
 }
+
+/// Sockets in TIME_WAIT on 127.0.0.1 (IPv4, `/proc/net/tcp`) as (local
+/// port, remote port): the side that closed a connection first holds it.
+fn time_wait_ports() -> Vec<(u16, u16)> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let port =
+        |address: &str| u16::from_str_radix(address.rsplit(':').next().unwrap(), 16).unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.get(3) == Some(&"06")).then(|| (port(fields[1]), port(fields[2])))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn nginx_closes_an_idle_upstream_connection_before_the_service_does() {
+    // A service closes a connection idle for 5 s; nginx must close its
+    // cached ones first, or a publish it sends on one the service is just
+    // closing gets a 502 that nginx does not retry (a POST).
+    let (cluster, nginx) = front_door(1).await;
+    let ingest = cluster.ingest.port();
+    let client = reqwest::Client::new();
+    let response = client
+        .post(format!("{}/event-stream", nginx.url()))
+        .json(&serde_json::json!({ "message": "kept alive" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "nginx log:\n{}", nginx.log());
+    // Idle past both timeouts; TIME_WAIT lasts 60 s, so both sides' records
+    // are still there.
+    tokio::time::sleep(Duration::from_millis(6_500)).await;
+    let closed = time_wait_ports();
+    let closed_by_nginx = closed
+        .iter()
+        .filter(|(_, remote)| *remote == ingest)
+        .count();
+    let closed_by_ingest = closed.iter().filter(|(local, _)| *local == ingest).count();
+    assert!(
+        closed_by_nginx >= 1 && closed_by_ingest == 0,
+        "idle connections to ingest: {closed_by_nginx} closed by nginx, {closed_by_ingest} by ingest"
+    );
+}
