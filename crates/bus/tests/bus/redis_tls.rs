@@ -320,6 +320,7 @@ async fn a_tls_cluster_delivers_publishes_on_every_master_with_a_client_certific
             .unwrap();
         topics.push(topic);
     }
+    let mut subscriptions = Vec::new();
     for topic in &topics {
         let mut subscription = gateway.subscribe(topic).await.unwrap();
         let position = ingest.publish(topic, "message", topic).await.unwrap();
@@ -328,7 +329,20 @@ async fn a_tls_cluster_delivers_publishes_on_every_master_with_a_client_certific
             (event.position, event.data.as_ref()),
             (position, topic.as_str())
         );
+        subscriptions.push(subscription);
     }
+
+    // A slot moved to another master: the publish follows the MOVED, and
+    // the open subscription follows the topic, both over TLS.
+    let slot = cluster.keyslot(&topics[0]);
+    cluster.move_slot(slot, masters[1]);
+    assert_eq!(cluster.master_of(slot), Some(masters[1]));
+    let moved = ingest
+        .publish(&topics[0], "message", "moved")
+        .await
+        .unwrap();
+    let event = next_event(&mut subscriptions[0]).await;
+    assert_eq!((event.position, event.data.as_ref()), (moved, "moved"));
 
     // The same cluster with another CA: refused, saying why.
     let stranger = RedisConfig {
