@@ -35,7 +35,8 @@ use shared_types::Position;
 pub use stats::BusStats;
 pub use subscription::{Recv, Subscription};
 
-pub use crate::redis::{RedisConfig, RedisEngine, RedisMode, Role};
+pub use crate::redis::tls::{TlsError, TlsFile, TlsFiles};
+pub use crate::redis::{RedisConfig, RedisEngine, RedisMode, RedisTls, Role};
 
 /// A cheap, cloneable handle to the configured engine.
 #[derive(Debug, Clone)]
@@ -57,7 +58,8 @@ impl Bus {
     /// [`Bus::wait_ready`] (with a timeout) to wait for it. A
     /// [`Role::Subscriber`] also starts the pub/sub relay, so this must be
     /// called inside a Tokio runtime. Fails only on a URL that cannot be
-    /// used (the error shows it with the password masked).
+    /// used, or TLS settings that do not fit it (the error shows the URL
+    /// with the password masked).
     pub fn redis(config: RedisConfig, role: Role) -> Result<Self, Error> {
         Ok(Bus::Redis(RedisEngine::new(config, role)?))
     }

@@ -74,6 +74,12 @@ impl<S: Sections> Settings<S> {
         let common: Common = config.clone().try_deserialize()?;
         common.check()?;
         let access = common.auth.access()?;
+        // Read only by a binary that talks to Redis: the memory engine
+        // never opens a connection.
+        let redis_tls = match common.bus.engine {
+            Engine::Redis => common.redis.tls()?,
+            Engine::Memory => None,
+        };
         let own = S::extract(&config)?;
         own.check()?;
         Ok(Settings {
@@ -83,6 +89,7 @@ impl<S: Sections> Settings<S> {
             redis: common.redis,
             auth: common.auth,
             access,
+            redis_tls,
             own,
         })
     }
@@ -341,6 +348,142 @@ mod tests {
                 !error.contains("secret"),
                 "{why}: a password leaked: {error}"
             );
+        }
+    }
+
+    #[test]
+    fn tls_files_are_read_at_load_for_a_rediss_target_of_the_redis_engine() {
+        let certificates = testkit::Certificates::generate();
+        let ca = certificates.ca().to_string_lossy().into_owned();
+        let cert = certificates.client_cert().to_string_lossy().into_owned();
+        let key = certificates.client_key().to_string_lossy().into_owned();
+        let settings = load(&[
+            ("ES__BUS__ENGINE", "redis"),
+            ("ES__REDIS__URL", "rediss://:secret@redis.example:6380"),
+            ("ES__REDIS__TLS_CA_FILE", &ca),
+            ("ES__REDIS__TLS_CLIENT_CERT_FILE", &cert),
+            ("ES__REDIS__TLS_CLIENT_KEY_FILE", &key),
+        ])
+        .unwrap();
+        let tls = settings.redis_config().tls.expect("TLS material");
+        assert!(tls.has_ca_file() && tls.has_client_certificate());
+
+        // Cluster seeds over TLS take the same material.
+        let cluster = load(&[
+            ("ES__BUS__ENGINE", "redis"),
+            ("ES__REDIS__MODE", "cluster"),
+            ("ES__REDIS__CLUSTER_NODES", "rediss://a:1,rediss://b:2"),
+            ("ES__REDIS__TLS_CA_FILE", &ca),
+        ])
+        .unwrap();
+        assert!(cluster.redis_config().tls.unwrap().has_ca_file());
+
+        // Without a CA file: the system's roots (this machine has them).
+        let system = load(&[
+            ("ES__BUS__ENGINE", "redis"),
+            ("ES__REDIS__URL", "rediss://redis.example:6380"),
+        ])
+        .unwrap();
+        assert!(!system.redis_config().tls.unwrap().has_ca_file());
+
+        // A plain target needs nothing; the memory engine reads nothing.
+        let plain = load(&[("ES__BUS__ENGINE", "redis")]).unwrap();
+        assert!(plain.redis_config().tls.is_none());
+        let memory = load(&[
+            ("ES__REDIS__URL", "rediss://redis.example:6380"),
+            ("ES__REDIS__TLS_CA_FILE", "/nonexistent/ca.pem"),
+        ])
+        .unwrap();
+        assert!(memory.redis_tls.is_none());
+    }
+
+    #[test]
+    fn tls_settings_that_cannot_apply_stop_the_start_naming_the_key() {
+        let certificates = testkit::Certificates::generate();
+        let ca = certificates.ca().to_string_lossy().into_owned();
+        let cert = certificates.client_cert().to_string_lossy().into_owned();
+        let key = certificates.client_key().to_string_lossy().into_owned();
+        let secret_key = certificates.dir().join("secret.key");
+        std::fs::write(&secret_key, "-----BEGIN PRIVATE KEY-----\nhunter2hunter2\n").unwrap();
+        let secret_key = secret_key.to_string_lossy().into_owned();
+        let rediss = ("ES__REDIS__URL", "rediss://:hunter2@127.0.0.1:6380");
+        let redis = ("ES__BUS__ENGINE", "redis");
+        /// The variables set, the key the error must name, what it must say.
+        type Case<'a> = (Vec<(&'a str, &'a str)>, &'a str, &'a str);
+        let cases: Vec<Case> = vec![
+            (
+                vec![("ES__REDIS__TLS_CA_FILE", ca.as_str())],
+                "redis.tls_ca_file",
+                "redis.url is not rediss://",
+            ),
+            (
+                vec![
+                    ("ES__REDIS__MODE", "cluster"),
+                    ("ES__REDIS__CLUSTER_NODES", "redis://a:1"),
+                    ("ES__REDIS__TLS_CLIENT_CERT_FILE", cert.as_str()),
+                    ("ES__REDIS__TLS_CLIENT_KEY_FILE", key.as_str()),
+                ],
+                "redis.tls_client_cert_file",
+                "redis.cluster_nodes is not rediss://",
+            ),
+            (
+                vec![rediss, ("ES__REDIS__TLS_CLIENT_CERT_FILE", cert.as_str())],
+                "redis.tls_client_key_file",
+                "must be set with",
+            ),
+            (
+                vec![rediss, ("ES__REDIS__TLS_CLIENT_KEY_FILE", key.as_str())],
+                "redis.tls_client_cert_file",
+                "must be set with",
+            ),
+            (
+                vec![(
+                    "ES__REDIS__URL",
+                    "rediss://:hunter2@127.0.0.1:6380/#insecure",
+                )],
+                "redis.url",
+                "cannot be turned off",
+            ),
+            (
+                vec![
+                    ("ES__REDIS__MODE", "cluster"),
+                    ("ES__REDIS__CLUSTER_NODES", "rediss://a:1,redis://b:2"),
+                ],
+                "redis.cluster_nodes",
+                "all redis:// or all rediss://",
+            ),
+            (
+                vec![
+                    redis,
+                    rediss,
+                    ("ES__REDIS__TLS_CA_FILE", "/nonexistent/ca.pem"),
+                ],
+                "redis.tls_ca_file",
+                "cannot read \"/nonexistent/ca.pem\"",
+            ),
+            (
+                vec![redis, rediss, ("ES__REDIS__TLS_CA_FILE", key.as_str())],
+                "redis.tls_ca_file",
+                "holds no PEM certificate",
+            ),
+            (
+                vec![
+                    redis,
+                    rediss,
+                    ("ES__REDIS__TLS_CLIENT_CERT_FILE", cert.as_str()),
+                    ("ES__REDIS__TLS_CLIENT_KEY_FILE", secret_key.as_str()),
+                ],
+                "redis.tls_client_key_file",
+                "secret.key\" holds no PEM private key",
+            ),
+        ];
+        for (pairs, named, says) in cases {
+            let error = load(&pairs).unwrap_err().to_string();
+            assert!(
+                error.contains(named) && error.contains(says),
+                "{pairs:?}: {error:?} should name {named} and say {says}"
+            );
+            assert!(!error.contains("hunter2"), "a secret leaked: {error}");
         }
     }
 

@@ -49,6 +49,9 @@ pub struct Settings<S = ()> {
     pub auth: AuthSettings,
     /// The access decision `auth` builds, keys read and checked at load.
     pub access: Access,
+    /// What `redis` says about TLS, files read and checked at load: for a
+    /// `rediss://` target of the Redis engine; `None` otherwise.
+    pub redis_tls: Option<bus::RedisTls>,
     pub own: S,
 }
 
@@ -204,7 +207,8 @@ pub struct RedisSettings {
     /// `cluster_nodes` are seeds of a Redis Cluster.
     pub mode: RedisMode,
     pub url: String,
-    /// Cluster mode: `redis://host:port` of some nodes (1 to 32).
+    /// Cluster mode: `redis://host:port` of some nodes (1 to 32); all
+    /// `rediss://` for a cluster over TLS.
     pub cluster_nodes: Vec<String>,
     /// Cluster mode: replicas that must hold a publish before it is
     /// answered 201 and broadcast (0 to 8).
@@ -218,6 +222,109 @@ pub struct RedisSettings {
     /// At start, how long to wait for Redis before exiting with an error;
     /// 0 waits (and retries) for ever.
     pub startup_timeout_ms: u64,
+    /// `rediss://` only: a PEM CA bundle, then the only roots trusted;
+    /// empty trusts the system's CA certificates.
+    pub tls_ca_file: String,
+    /// `rediss://` only: a PEM client certificate, for servers that ask
+    /// for one; set together with `tls_client_key_file`, or neither.
+    pub tls_client_cert_file: String,
+    /// The PEM private key of `tls_client_cert_file`.
+    pub tls_client_key_file: String,
+}
+
+impl RedisSettings {
+    /// Whether the URL in use (single mode) or the seeds (cluster mode)
+    /// are `rediss://`.
+    pub fn uses_tls(&self) -> bool {
+        match self.mode {
+            RedisMode::Single => self.url.starts_with("rediss://"),
+            RedisMode::Cluster => self
+                .cluster_nodes
+                .iter()
+                .any(|node| node.starts_with("rediss://")),
+        }
+    }
+
+    /// The TLS rules: the keys go with a `rediss://` target only (with a
+    /// plain one they would be ignored), a client certificate with its
+    /// key, and certificate checks stay on.
+    fn check_tls(&self) -> Result<(), SettingsError> {
+        let set = |value: &str| !value.trim().is_empty();
+        let (target_key, target) = match self.mode {
+            RedisMode::Single => ("redis.url", vec![self.url.as_str()]),
+            RedisMode::Cluster => (
+                "redis.cluster_nodes",
+                self.cluster_nodes.iter().map(String::as_str).collect(),
+            ),
+        };
+        if target
+            .iter()
+            .any(|url| url.starts_with("rediss://") && url.contains("#insecure"))
+        {
+            return Err(rule(
+                target_key,
+                "certificate checks cannot be turned off (#insecure); set redis.tls_ca_file \
+                 to the CA that signed the server's certificate",
+            ));
+        }
+        if !self.uses_tls() {
+            for (key, value) in [
+                ("redis.tls_ca_file", &self.tls_ca_file),
+                ("redis.tls_client_cert_file", &self.tls_client_cert_file),
+                ("redis.tls_client_key_file", &self.tls_client_key_file),
+            ] {
+                if set(value) {
+                    return Err(rule(
+                        key,
+                        format!(
+                            "is set, but {target_key} is not rediss:// and would not use it; \
+                             use rediss:// for TLS, or unset it"
+                        ),
+                    ));
+                }
+            }
+        }
+        match (
+            set(&self.tls_client_cert_file),
+            set(&self.tls_client_key_file),
+        ) {
+            (true, false) => Err(rule(
+                "redis.tls_client_key_file",
+                "must be set with redis.tls_client_cert_file: a client certificate needs its key",
+            )),
+            (false, true) => Err(rule(
+                "redis.tls_client_cert_file",
+                "must be set with redis.tls_client_key_file: a key needs its certificate",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// For a `rediss://` target, the TLS material read from the files
+    /// (or the system's roots), checked; `None` for a plain one. Errors
+    /// name the key and the file, never a key's content.
+    pub(crate) fn tls(&self) -> Result<Option<bus::RedisTls>, SettingsError> {
+        if !self.uses_tls() {
+            return Ok(None);
+        }
+        let path = |value: &str| {
+            Some(value.trim())
+                .filter(|value| !value.is_empty())
+                .map(std::path::PathBuf::from)
+        };
+        let files = bus::TlsFiles {
+            ca_file: path(&self.tls_ca_file),
+            client_cert: path(&self.tls_client_cert_file).zip(path(&self.tls_client_key_file)),
+        };
+        bus::RedisTls::load(&files).map(Some).map_err(|error| {
+            let key = match error.file() {
+                bus::TlsFile::Ca => "redis.tls_ca_file",
+                bus::TlsFile::ClientCert => "redis.tls_client_cert_file",
+                bus::TlsFile::ClientKey => "redis.tls_client_key_file",
+            };
+            rule(key, error.to_string())
+        })
+    }
 }
 
 impl Common {
@@ -252,14 +359,28 @@ impl Common {
                     "must list 1 to 32 nodes in cluster mode",
                 ));
             }
-            if let Some(node) = nodes.iter().find(|node| !node.starts_with("redis://")) {
+            if let Some(node) = nodes
+                .iter()
+                .find(|node| !node.starts_with("redis://") && !node.starts_with("rediss://"))
+            {
                 let node = bus::RedisConfig::redacted(node);
                 return Err(rule(
                     "redis.cluster_nodes",
-                    format!("each node must start with redis:// ({node} does not)"),
+                    format!("each node must start with redis:// or rediss:// ({node} does not)"),
+                ));
+            }
+            let tls = nodes
+                .iter()
+                .filter(|node| node.starts_with("rediss://"))
+                .count();
+            if tls != 0 && tls != nodes.len() {
+                return Err(rule(
+                    "redis.cluster_nodes",
+                    "must be all redis:// or all rediss://: a cluster is reached one way",
                 ));
             }
         }
+        self.redis.check_tls()?;
         if self.redis.cluster_ack_replicas > MAX_ACK_REPLICAS {
             return Err(rule("redis.cluster_ack_replicas", "must be 0 to 8"));
         }
@@ -321,6 +442,7 @@ impl<S: Sections> Settings<S> {
             ping_interval: ms(self.redis.ping_interval_ms),
             ping_timeout: ms(self.redis.ping_timeout_ms),
             startup_timeout: ms(self.redis.startup_timeout_ms),
+            tls: self.redis_tls.clone(),
             ..bus::RedisConfig::default()
         }
     }
@@ -425,4 +547,7 @@ response_timeout_ms = 500
 ping_interval_ms = 1000
 ping_timeout_ms = 1000
 startup_timeout_ms = 0
+tls_ca_file = ""
+tls_client_cert_file = ""
+tls_client_key_file = ""
 "#;

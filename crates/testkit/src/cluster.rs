@@ -1,11 +1,15 @@
 //! [`RedisCluster`]: a private Redis Cluster of three masters, each with one
 //! replica, on free ports, for tests of cluster mode; every process is
 //! killed when it is dropped. Driven with `redis-cli`, so it tests the
-//! bus against the same tools an operator uses.
+//! bus against the same tools an operator uses. [`RedisCluster::start_tls`]
+//! makes one that speaks TLS only: to clients, between nodes
+//! (`tls-cluster`) and to replicas (`tls-replication`).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::tls::{Certificates, ClientAuth};
 
 /// How long the cluster gets to reach `cluster_state:ok` everywhere.
 const FORM_TIMEOUT: Duration = Duration::from_secs(30);
@@ -31,6 +35,9 @@ pub struct RedisCluster {
     nodes: Vec<Node>,
     /// Holds each node's cluster config file; removed on drop.
     dir: PathBuf,
+    /// A TLS cluster's certificates and whether its nodes ask clients for
+    /// theirs; `None` for a plain cluster.
+    tls: Option<(Certificates, ClientAuth)>,
 }
 
 impl RedisCluster {
@@ -41,6 +48,18 @@ impl RedisCluster {
     /// If `redis-server`/`redis-cli` are missing or the cluster does not
     /// form in time.
     pub fn start() -> Self {
+        Self::launch(None)
+    }
+
+    /// As [`RedisCluster::start`], every node serving TLS only with
+    /// `certificates`' server certificate (no plain port), talking TLS to
+    /// the others, and asking clients for a certificate of their CA as
+    /// `clients` says. Seeds are `rediss://`.
+    pub fn start_tls(certificates: &Certificates, clients: ClientAuth) -> Self {
+        Self::launch(Some((certificates.clone(), clients)))
+    }
+
+    fn launch(tls: Option<(Certificates, ClientAuth)>) -> Self {
         let dir = std::env::temp_dir().join(format!("es-cluster-{}", crate::unique_prefix()));
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {dir:?}: {e}"));
         let nodes = (0..6)
@@ -48,14 +67,15 @@ impl RedisCluster {
                 let port = crate::free_port();
                 Node {
                     port,
-                    child: Some(spawn_node(&dir, port)),
+                    child: Some(spawn_node(&dir, port, tls.as_ref())),
                 }
             })
             .collect();
-        let cluster = Self { nodes, dir };
+        let cluster = Self { nodes, dir, tls };
         for node in &cluster.nodes {
             let deadline = Instant::now() + FORM_TIMEOUT;
-            while !crate::ping(node.port, Duration::from_millis(200)) {
+            let certificates = cluster.tls.as_ref().map(|(c, _)| c);
+            while !crate::answers(node.port, certificates, Duration::from_millis(500)) {
                 assert!(
                     Instant::now() < deadline,
                     "node {} never answered",
@@ -70,6 +90,7 @@ impl RedisCluster {
             .map(|node| format!("127.0.0.1:{}", node.port))
             .collect();
         let output = Command::new("redis-cli")
+            .args(cluster.tls_args())
             .args(["--cluster", "create"])
             .args(&addresses)
             .args(["--cluster-replicas", "1", "--cluster-yes"])
@@ -85,12 +106,26 @@ impl RedisCluster {
         cluster
     }
 
-    /// `redis://127.0.0.1:<port>` of every node started: the seed list.
+    /// `redis://127.0.0.1:<port>` (`rediss://` for a TLS cluster) of
+    /// every node started: the seed list.
     pub fn seeds(&self) -> Vec<String> {
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
         self.nodes
             .iter()
-            .map(|node| format!("redis://127.0.0.1:{}", node.port))
+            .map(|node| format!("{scheme}://127.0.0.1:{}", node.port))
             .collect()
+    }
+
+    /// `redis-cli`'s TLS arguments for a TLS cluster; none for a plain one.
+    fn tls_args(&self) -> Vec<String> {
+        self.tls
+            .as_ref()
+            .map(|(certificates, _)| certificates.cli_args())
+            .unwrap_or_default()
     }
 
     /// Ports of the nodes still running.
@@ -106,6 +141,7 @@ impl RedisCluster {
     /// failure).
     pub fn cli(&self, port: u16, args: &[&str]) -> String {
         Command::new("redis-cli")
+            .args(self.tls_args())
             .args(["-p", &port.to_string()])
             .args(args)
             .stdin(Stdio::null())
@@ -205,7 +241,7 @@ impl RedisCluster {
         if let Some(node) = self.nodes.iter_mut().find(|node| node.port == port)
             && node.child.is_none()
         {
-            node.child = Some(spawn_node(&dir, port));
+            node.child = Some(spawn_node(&dir, port, self.tls.as_ref()));
         }
     }
 
@@ -306,10 +342,20 @@ impl RedisCluster {
 }
 
 /// Starts one node on `port`, its cluster config file in `dir` (so a node
-/// restarted on the same port rejoins as the node it was).
-fn spawn_node(dir: &std::path::Path, port: u16) -> Child {
+/// restarted on the same port rejoins as the node it was); with `tls`,
+/// on a TLS port only, TLS between nodes too.
+fn spawn_node(dir: &std::path::Path, port: u16, tls: Option<&(Certificates, ClientAuth)>) -> Child {
+    let listen = match tls {
+        Some((certificates, clients)) => {
+            let mut args = certificates.server_args(port, *clients);
+            args.extend(["--tls-cluster", "yes", "--tls-replication", "yes"].map(str::to_owned));
+            args
+        }
+        None => vec!["--port".into(), port.to_string()],
+    };
     Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(listen)
+        .args(["--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no"])
         .args(["--cluster-enabled", "yes"])
         .args(["--cluster-config-file", &format!("nodes-{port}.conf")])

@@ -1,9 +1,13 @@
 //! Test-only helpers shared by the crates' test suites.
 //!
 //! - [`RedisServer`]: a private `redis-server` on a free port, which a test
-//!   can kill, restart, freeze and thaw to act out outages.
+//!   can kill, restart, freeze and thaw to act out outages; plain, or TLS
+//!   only ([`RedisServer::start_tls`]).
 //! - [`RedisCluster`]: a private 3-master, 3-replica Redis Cluster, whose
-//!   masters a test can kill and whose slots it can move.
+//!   masters a test can kill and whose slots it can move; plain, or TLS
+//!   only.
+//! - [`tls`]: [`Certificates`], a throwaway PKI made with `openssl` for
+//!   the TLS servers and their clients.
 //! - [`unique_prefix`]: a key prefix no other test uses, so tests sharing a
 //!   Redis never see each other's data.
 //! - [`wait_until`]: polls a condition against a deadline; tests never sleep
@@ -17,10 +21,12 @@
 pub mod browser;
 pub mod cluster;
 pub mod raw;
+pub mod tls;
 
 pub use browser::Browser;
 pub use cluster::RedisCluster;
 pub use raw::RawClient;
+pub use tls::{Certificates, ClientAuth};
 
 use std::future::Future;
 use std::io::{Read, Write};
@@ -39,7 +45,12 @@ pub struct RedisServer {
     /// `None` while killed: [`RedisServer::restart`] starts a new one on the
     /// same port, so clients configured with [`RedisServer::url`] find it.
     child: Option<Child>,
+    /// A TLS server's certificates and whether it asks clients for theirs.
+    tls: Option<Tls>,
 }
+
+/// What makes a server TLS-only.
+type Tls = (Certificates, ClientAuth);
 
 impl RedisServer {
     /// Starts a server on a free port, without persistence, and waits until
@@ -49,16 +60,29 @@ impl RedisServer {
     /// If `redis-server` is not installed (`apt-get install -y
     /// redis-server`) or does not come up.
     pub fn start() -> Self {
+        Self::launch(None)
+    }
+
+    /// As [`RedisServer::start`], serving TLS only (no plain port) with
+    /// `certificates`' server certificate, trusting their CA for client
+    /// certificates as `clients` says. Its [`RedisServer::url`] is
+    /// `rediss://127.0.0.1:<port>/`.
+    pub fn start_tls(certificates: &Certificates, clients: ClientAuth) -> Self {
+        Self::launch(Some((certificates.clone(), clients)))
+    }
+
+    fn launch(tls: Option<Tls>) -> Self {
         // Another process may grab the port between our probe and Redis's
         // bind; a few attempts on fresh ports make that harmless.
         let mut last_error = String::new();
         for _ in 0..5 {
             let port = free_port();
-            match spawn(port) {
+            match spawn(port, tls.as_ref()) {
                 Ok(child) => {
                     return Self {
                         port,
                         child: Some(child),
+                        tls,
                     };
                 }
                 Err(error) => last_error = error,
@@ -67,12 +91,18 @@ impl RedisServer {
         panic!("redis-server did not start: {last_error}");
     }
 
+    /// The port clients use: the TLS port of a TLS server.
     pub fn port(&self) -> u16 {
         self.port
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}/", self.port)
     }
 
     /// The process id, while running.
@@ -101,7 +131,7 @@ impl RedisServer {
         // but give it a few tries.
         let mut last_error = String::new();
         for _ in 0..20 {
-            match spawn(self.port) {
+            match spawn(self.port, self.tls.as_ref()) {
                 Ok(child) => {
                     self.child = Some(child);
                     return;
@@ -143,7 +173,7 @@ impl RedisServer {
 
     /// Whether the server answers PING right now (within `timeout`).
     pub fn answers(&self, timeout: Duration) -> bool {
-        ping(self.port, timeout)
+        answers(self.port, self.tls.as_ref().map(|(c, _)| c), timeout)
     }
 }
 
@@ -190,19 +220,16 @@ pub fn free_port() -> u16 {
         .unwrap_or_else(|e| panic!("cannot find a free port: {e}"))
 }
 
-/// Starts `redis-server` on `port` and waits for its PONG.
-fn spawn(port: u16) -> Result<Child, String> {
+/// Starts `redis-server` on `port` (its TLS port, with `tls`) and waits
+/// for its PONG.
+fn spawn(port: u16, tls: Option<&Tls>) -> Result<Child, String> {
+    let listen = match tls {
+        Some((certificates, clients)) => certificates.server_args(port, *clients),
+        None => vec!["--port".into(), port.to_string()],
+    };
     let mut child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
+        .args(listen)
+        .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
         // Nothing on disk and no file in the working directory.
         .args(["--dir", &std::env::temp_dir().to_string_lossy()])
         .stdin(Stdio::null())
@@ -215,7 +242,7 @@ fn spawn(port: u16) -> Result<Child, String> {
         if let Ok(Some(status)) = child.try_wait() {
             return Err(format!("redis-server on port {port} exited with {status}"));
         }
-        if ping(port, Duration::from_millis(200)) {
+        if answers(port, tls.map(|(c, _)| c), Duration::from_millis(200)) {
             return Ok(child);
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -225,6 +252,47 @@ fn spawn(port: u16) -> Result<Child, String> {
     Err(format!(
         "redis-server on port {port} did not answer PING within {START_TIMEOUT:?}"
     ))
+}
+
+/// Whether the server on `port` answers PING within `timeout`: over plain
+/// TCP, or with `certificates` over TLS.
+pub(crate) fn answers(port: u16, certificates: Option<&Certificates>, timeout: Duration) -> bool {
+    match certificates {
+        Some(certificates) => {
+            let mut args = certificates.cli_args();
+            args.extend(["-p".into(), port.to_string(), "ping".into()]);
+            cli_within(&args, timeout).is_some_and(|out| out.trim() == "PONG")
+        }
+        None => ping(port, timeout),
+    }
+}
+
+/// `redis-cli <args>`'s output, or `None` if it did not finish within
+/// `timeout` (it is killed: redis-cli has no timeout of its own, and a
+/// frozen server would hold it for ever) or could not run.
+pub(crate) fn cli_within(args: &[String], timeout: Duration) -> Option<String> {
+    let mut child = Command::new("redis-cli")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+    let mut out = String::new();
+    child.stdout.take()?.read_to_string(&mut out).ok()?;
+    Some(out)
 }
 
 /// Sends PING in RESP and expects `+PONG`, with no Redis client library.
@@ -312,6 +380,35 @@ mod tests {
         cluster.move_slot(slot, to);
         assert_eq!(cluster.master_of(slot), Some(to));
         assert_eq!(cluster.cli(to, &["get", "{probe}"]).trim(), "1");
+    }
+
+    #[test]
+    fn a_tls_server_answers_only_over_tls_through_outages() {
+        let certificates = Certificates::generate();
+        let mut server = RedisServer::start_tls(&certificates, ClientAuth::Required);
+        assert!(server.url().starts_with("rediss://127.0.0.1:"));
+        let short = Duration::from_millis(500);
+        assert!(server.answers(Duration::from_secs(2)));
+        assert!(
+            !ping(server.port(), short),
+            "plain RESP must not work on the TLS port"
+        );
+        server.stop();
+        assert!(!server.answers(short), "a frozen server must not answer");
+        server.cont();
+        assert!(server.answers(Duration::from_secs(2)));
+        server.restart();
+        assert!(server.answers(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn a_tls_cluster_forms_with_three_masters() {
+        let certificates = Certificates::generate();
+        let cluster = RedisCluster::start_tls(&certificates, ClientAuth::Required);
+        assert_eq!(cluster.masters().len(), 3);
+        assert!(cluster.seeds().iter().all(|s| s.starts_with("rediss://")));
+        let port = cluster.running_ports()[0];
+        assert!(!ping(port, Duration::from_millis(500)), "TLS only");
     }
 
     #[test]

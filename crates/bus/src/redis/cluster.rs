@@ -41,6 +41,9 @@ pub(crate) fn client(
         // MOVED, an ASK, a node being replaced) happen inside it.
         .min_retry_wait(20)
         .max_retry_wait(200);
+    if let Some(tls) = &config.tls {
+        builder = builder.certs(tls.certificates());
+    }
     if let Some(push) = push {
         builder = builder
             .use_protocol(ProtocolVersion::RESP3)

@@ -26,13 +26,14 @@ use ::redis::aio::{ConnectionLike, MultiplexedConnection};
 use ::redis::cluster::ClusterClient;
 use ::redis::cluster_async::ClusterConnection;
 use ::redis::{
-    AsyncConnectionConfig, Cmd, ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo as _,
-    Pipeline, RedisError, RedisFuture, RedisResult, Value,
+    AsyncConnectionConfig, Cmd, ConnectionInfo, ErrorKind, IntoConnectionInfo as _, Pipeline,
+    RedisError, RedisFuture, RedisResult, Value,
 };
 use futures_util::FutureExt as _;
 use futures_util::future::{BoxFuture, Shared};
 
-use super::{RedisConfig, RedisMode, cluster};
+use super::tls::{self, RedisTls};
+use super::{RedisConfig, RedisMode, cluster, socket};
 use crate::error::Error;
 
 /// Tells [`Connections`] apart in the per-thread connection table.
@@ -91,7 +92,12 @@ impl ConnectionLike for Commands {
 /// Where connections go.
 #[derive(Clone)]
 enum Target {
-    Single(ConnectionInfo),
+    /// One Redis's address and credentials, and for `rediss://` the TLS
+    /// material.
+    Single {
+        info: Box<ConnectionInfo>,
+        tls: Option<RedisTls>,
+    },
     Cluster(Box<ClusterClient>),
 }
 
@@ -107,13 +113,18 @@ struct Connection {
 }
 
 impl Connection {
-    /// Connects and runs the handshake (AUTH, SELECT) under the caller's
-    /// deadline, then drives the connection on the current runtime. A
-    /// cluster connection learns the slot map from a seed, and repairs its
-    /// node connections itself: it never counts as closed.
-    async fn open(target: Target, config: AsyncConnectionConfig) -> RedisResult<Self> {
-        let info = match target {
-            Target::Single(info) => info,
+    /// Connects (with TLS for `rediss://`) and runs the handshake (AUTH,
+    /// SELECT) under the caller's deadline, then drives the connection on
+    /// the current runtime. A cluster connection learns the slot map from
+    /// a seed, and repairs its node connections itself: it never counts as
+    /// closed.
+    async fn open(
+        target: Target,
+        config: AsyncConnectionConfig,
+        deadline: tokio::time::Instant,
+    ) -> RedisResult<Self> {
+        let (info, tls) = match target {
+            Target::Single { info, tls } => (info, tls),
             Target::Cluster(client) => {
                 return Ok(Self {
                     commands: Commands::Cluster(client.get_async_connection().await?),
@@ -121,31 +132,9 @@ impl Connection {
                 });
             }
         };
-        let (commands, driver) = match info.addr() {
-            ConnectionAddr::Tcp(host, port) => {
-                let stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
-                stream.set_nodelay(true)?;
-                let (commands, driver) =
-                    MultiplexedConnection::new_with_config(info.redis_settings(), stream, config)
-                        .await?;
-                (commands, driver.boxed())
-            }
-            #[cfg(unix)]
-            ConnectionAddr::Unix(path) => {
-                let stream = tokio::net::UnixStream::connect(path).await?;
-                let (commands, driver) =
-                    MultiplexedConnection::new_with_config(info.redis_settings(), stream, config)
-                        .await?;
-                (commands, driver.boxed())
-            }
-            other => {
-                return Err(RedisError::from((
-                    ErrorKind::InvalidClientConfig,
-                    "unsupported Redis address (use redis:// or unix://)",
-                    other.to_string(),
-                )));
-            }
-        };
+        let stream = socket::connect(&info, tls.as_ref(), deadline).await?;
+        let (commands, driver) =
+            MultiplexedConnection::new_with_config(info.redis_settings(), stream, config).await?;
         let closed = Arc::new(AtomicBool::new(false));
         let flag = closed.clone();
         tokio::spawn(async move {
@@ -192,19 +181,19 @@ impl Connections {
     /// Checks the URL (`url` is its masked form, for the error); connects
     /// nothing yet.
     pub(super) fn new(config: &RedisConfig, url: &str) -> Result<Self, Error> {
-        let target = match config.mode {
-            RedisMode::Single => Target::Single(
-                config
-                    .url
-                    .as_str()
-                    .into_connection_info()
-                    .map_err(|e| Error::Unavailable(format!("invalid Redis URL {url}: {e}")))?,
-            ),
-            RedisMode::Cluster => Target::Cluster(Box::new(cluster::client(
-                config,
-                None::<tokio::sync::mpsc::UnboundedSender<::redis::PushInfo>>,
-            )?)),
-        };
+        let target =
+            match config.mode {
+                RedisMode::Single => Target::Single {
+                    info: Box::new(config.url.as_str().into_connection_info().map_err(|e| {
+                        Error::Unavailable(format!("invalid Redis URL {url}: {e}"))
+                    })?),
+                    tls: config.tls.clone(),
+                },
+                RedisMode::Cluster => Target::Cluster(Box::new(cluster::client(
+                    config,
+                    None::<tokio::sync::mpsc::UnboundedSender<::redis::PushInfo>>,
+                )?)),
+            };
         let connection_config =
             AsyncConnectionConfig::new().set_response_timeout(Some(config.response_timeout));
         Ok(Self {
@@ -252,13 +241,14 @@ impl Connections {
                         // an attempt that hangs (a frozen Redis accepts
                         // connections but never answers the handshake) must
                         // end, or this thread would wait on it for good.
-                        let mut connection =
-                            tokio::time::timeout(limit, Connection::open(target, config))
-                                .await
-                                .map_err(|_| {
-                                    format!("no connection within {} ms", limit.as_millis())
-                                })?
-                                .map_err(|e| e.to_string())?;
+                        let deadline = tokio::time::Instant::now() + limit;
+                        let mut connection = tokio::time::timeout_at(
+                            deadline,
+                            Connection::open(target, config, deadline),
+                        )
+                        .await
+                        .map_err(|_| format!("no connection within {} ms", limit.as_millis()))?
+                        .map_err(|e| tls::explain(e.to_string()))?;
                         measure_clock_offset(&mut connection.commands, &offset).await;
                         Ok(connection)
                     }
@@ -407,7 +397,7 @@ fn redis_error(error: RedisError, bound: Duration) -> Error {
     if data_problem {
         Error::Corrupt(text)
     } else {
-        Error::Unavailable(text)
+        Error::Unavailable(tls::explain(text))
     }
 }
 

@@ -27,6 +27,10 @@
 //!   refilling.
 //! - `cluster`: Redis Cluster mode: the one place a cluster client is
 //!   built, and key slots (where each master's health channel goes).
+//! - `socket`: single mode's byte stream to Redis (TCP, TLS or Unix),
+//!   for the command connections and the relay alike.
+//! - `tls`: `rediss://`: the trusted roots and the client certificate,
+//!   read and checked once; the handshake; what a TLS failure means.
 
 mod backoff;
 mod cluster;
@@ -34,7 +38,9 @@ mod connections;
 mod hub;
 mod relay;
 mod schema;
+mod socket;
 mod store;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,6 +52,7 @@ use self::backoff::Backoff;
 use self::hub::Hub;
 use self::relay::Relay;
 use self::store::Store;
+pub use self::tls::RedisTls;
 use crate::error::Error;
 use crate::idempotency::{IdempotencyPolicy, Published};
 use crate::replay::{Replay, Slice};
@@ -76,8 +83,14 @@ pub struct RedisConfig {
     pub mode: RedisMode,
     /// Cluster mode: `redis://host:port` of some of the cluster's nodes
     /// (any of them, masters or replicas); the rest is discovered. `url` is
-    /// not used in cluster mode.
+    /// not used in cluster mode. All `rediss://` for a cluster over TLS:
+    /// every node found is then reached over TLS too.
     pub cluster_nodes: Vec<String>,
+    /// What `rediss://` connections trust and present (see [`RedisTls`]).
+    /// `None` with a `rediss://` target: the system's roots and no client
+    /// certificate. Set with a plain target, it is refused: it would be
+    /// ignored.
+    pub tls: Option<RedisTls>,
     /// Cluster mode: replicas that must hold a publish before it is
     /// answered and broadcast (`WAIT`), so a master's failover cannot lose
     /// an acknowledged event, nor one a subscriber already saw. 0 skips
@@ -132,6 +145,7 @@ impl Default for RedisConfig {
             url: "redis://127.0.0.1:6379".to_owned(),
             mode: RedisMode::Single,
             cluster_nodes: Vec::new(),
+            tls: None,
             cluster_ack_replicas: 1,
             key_prefix: "es".to_owned(),
             connect_timeout: Duration::from_millis(500),
@@ -160,6 +174,52 @@ impl RedisConfig {
     /// `url` with any password masked, safe to log or show.
     pub fn redacted(url: &str) -> String {
         connections::redact(url)
+    }
+
+    /// Whether the engine connects over TLS: a `rediss://` URL, or in
+    /// cluster mode `rediss://` seeds.
+    pub fn uses_tls(&self) -> bool {
+        let tls = |url: &str| url.starts_with("rediss://");
+        match self.mode {
+            RedisMode::Single => tls(&self.url),
+            RedisMode::Cluster => self.cluster_nodes.iter().any(|node| tls(node)),
+        }
+    }
+
+    /// The TLS material the targets need: `tls` for `rediss://` targets
+    /// (the system's roots when it is `None`), nothing for plain ones. An
+    /// error for TLS material with plain targets, for a cluster seed list
+    /// that mixes both, and for a URL that turns certificate checks off
+    /// (`#insecure`).
+    fn resolve_tls(&self) -> Result<Option<RedisTls>, Error> {
+        let target = self.target();
+        let refuse = |why: &str| Err(Error::Unavailable(format!("{target}: {why}")));
+        let urls: Vec<&str> = match self.mode {
+            RedisMode::Single => vec![self.url.as_str()],
+            RedisMode::Cluster => self.cluster_nodes.iter().map(String::as_str).collect(),
+        };
+        if !self.uses_tls() {
+            return match self.tls {
+                Some(_) => refuse(
+                    "TLS settings are given but the target is not rediss://; they would be ignored",
+                ),
+                None => Ok(None),
+            };
+        }
+        if urls.iter().any(|url| !url.starts_with("rediss://")) {
+            return refuse("cluster seeds must be all rediss:// or all redis://");
+        }
+        if urls.iter().any(|url| url.contains("#insecure")) {
+            return refuse(
+                "certificate checks cannot be turned off (#insecure); trust the server's CA instead",
+            );
+        }
+        match &self.tls {
+            Some(tls) => Ok(Some(tls.clone())),
+            None => RedisTls::system()
+                .map(Some)
+                .map_err(|error| Error::Unavailable(format!("{target}: {error}"))),
+        }
     }
 
     /// Where the engine connects, password masked: the URL, or in cluster
@@ -209,9 +269,19 @@ impl RedisEngine {
     /// is false and publish and subscribe fail with
     /// [`Error::Unavailable`], as during any outage; see
     /// [`RedisEngine::wait_ready`]. Fails only on a URL that cannot be
-    /// used (the error shows it with the password masked).
-    pub fn new(config: RedisConfig, role: Role) -> Result<Arc<Self>, Error> {
+    /// used, or TLS settings that do not fit it (the error shows the URL
+    /// with the password masked).
+    pub fn new(mut config: RedisConfig, role: Role) -> Result<Arc<Self>, Error> {
+        config.tls = config.resolve_tls()?;
         let url = config.target();
+        if let Some(tls) = &config.tls {
+            tracing::info!(
+                %url,
+                roots = if tls.has_ca_file() { "CA file" } else { "system" },
+                client_certificate = tls.has_client_certificate(),
+                "Redis over TLS"
+            );
+        }
         let store = Arc::new(Store::new(config, url)?);
         let shutdown = CancellationToken::new();
         let hub = match role {

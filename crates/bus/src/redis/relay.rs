@@ -47,9 +47,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use ::redis::aio::{PubSubSink, PubSubStream};
+use ::redis::aio::{PubSub, PubSubSink, PubSubStream};
 use ::redis::cluster_async::ClusterConnection;
-use ::redis::{Msg, PushInfo, PushKind, RedisResult, Value};
+use ::redis::{
+    ConnectionInfo, IntoConnectionInfo as _, Msg, PushInfo, PushKind, RedisResult, Value,
+};
 use futures_util::StreamExt;
 use shared_types::{Position, Sequence};
 use tokio::sync::mpsc;
@@ -61,7 +63,9 @@ use super::backoff::Backoff;
 use super::cluster;
 use super::hub::{Hub, deliver, feed_mut};
 use super::schema;
+use super::socket;
 use super::store::Store;
+use super::tls::{self, RedisTls};
 use crate::error::Error;
 use crate::replay::Slice;
 use crate::stats::Counters;
@@ -225,10 +229,11 @@ pub(crate) struct Relay {
     /// Commands: head reads, refills and health-check publishes.
     store: Arc<Store>,
     hub: Arc<Hub>,
-    /// Opens the dedicated pub/sub connection (never a command one: a
-    /// subscribed connection can run no other command). `None` in cluster
-    /// mode, where each session builds its own cluster client.
-    client: Option<::redis::Client>,
+    /// Where the dedicated pub/sub connection goes (never a command one: a
+    /// subscribed connection can run no other command), and the TLS
+    /// material for `rediss://`. `None` in cluster mode, where each session
+    /// builds its own cluster client.
+    single: Option<(ConnectionInfo, Option<RedisTls>)>,
     /// Topics to reconcile; unbounded because senders are synchronous
     /// (a subscription's drop) and each entry is one topic name.
     commands: mpsc::UnboundedReceiver<Arc<str>>,
@@ -252,12 +257,18 @@ impl Relay {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             Error::Unavailable("a Redis subscriber must be created inside a Tokio runtime".into())
         })?;
-        let client = match store.config.mode {
-            super::RedisMode::Single => Some(
-                ::redis::Client::open(store.config.url.as_str()).map_err(|e| {
-                    Error::Unavailable(format!("invalid Redis URL {}: {e}", store.url))
-                })?,
-            ),
+        let single = match store.config.mode {
+            super::RedisMode::Single => Some((
+                store
+                    .config
+                    .url
+                    .as_str()
+                    .into_connection_info()
+                    .map_err(|e| {
+                        Error::Unavailable(format!("invalid Redis URL {}: {e}", store.url))
+                    })?,
+                store.config.tls.clone(),
+            )),
             super::RedisMode::Cluster => {
                 // Checked now, so bad seeds fail at start, not in a retry loop.
                 cluster::client(&store.config, None::<mpsc::UnboundedSender<PushInfo>>)?;
@@ -271,7 +282,7 @@ impl Relay {
             health_base: store.keys.health_channel(&token),
             store,
             hub: hub.clone(),
-            client,
+            single,
             commands,
             shutdown,
             checks_sent: 0,
@@ -359,7 +370,7 @@ impl Relay {
             // The operation finished, failed, or ran out of time.
             result = tokio::time::timeout(limit, future) => match result {
                 Ok(Ok(value)) => Ok(value),
-                Ok(Err(error)) => Err(Stop::Broken(format!("{what}: {error}"))),
+                Ok(Err(error)) => Err(Stop::Broken(tls::explain(format!("{what}: {error}")))),
                 Err(_) => Err(Stop::Broken(format!("{what}: no answer within {} ms", limit.as_millis()))),
             },
         }
@@ -369,11 +380,17 @@ impl Relay {
     /// brings every feed up to date from the streams.
     async fn open(&mut self) -> Result<Session, Stop> {
         let config = self.store.config.clone();
-        let link = match &self.client {
-            Some(client) => {
-                // `get_async_pubsub` has no connect timeout of its own.
+        let link = match &self.single {
+            Some((info, tls)) => {
+                // The same bound as `bounded`'s below, started first: a
+                // TLS handshake nobody answers fails with its own message.
+                let deadline = Instant::now() + config.connect_timeout;
+                let connect = async {
+                    let stream = socket::connect(info, tls.as_ref(), deadline).await?;
+                    PubSub::new(info.redis_settings(), stream).await
+                };
                 let pubsub = self
-                    .bounded("connect", config.connect_timeout, client.get_async_pubsub())
+                    .bounded("connect", config.connect_timeout, connect)
                     .await?;
                 let (sink, stream) = pubsub.split();
                 Link::Single { sink, stream }

@@ -4,6 +4,8 @@
 //!   relies on whichever engine is configured.
 //! - `redis_outages`: what only the Redis engine faces: crashes, hangs,
 //!   killed connections and data it did not write.
+//! - `redis_tls`: `rediss://`: CA files, client certificates, every
+//!   refusal with its reason, a cluster over TLS.
 
 // A failed unwrap is a failed test, with its location: exactly what we want here.
 #![allow(clippy::unwrap_used)]
@@ -11,3 +13,4 @@
 mod engines;
 mod helpers;
 mod redis_outages;
+mod redis_tls;
