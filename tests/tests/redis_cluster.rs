@@ -1,7 +1,8 @@
 //! The services over a Redis Cluster of three masters with one replica
 //! each (`testkit::RedisCluster`): topics on every master through two
 //! gateways, a master killed under publish load, a slot moved while its
-//! topic streams, a keyed retry of a publish no replica confirmed. Real `ingest` and `stream-gateway` binaries, real
+//! topic streams, a keyed retry of a publish no replica confirmed, a hung
+//! master that must not stop the other masters' topics. Real `ingest` and `stream-gateway` binaries, real
 //! `redis-server` processes, EventSource-like subscribers.
 //!
 //! Blocking steps on the cluster (`redis-cli`, waits for the layout) run in
@@ -389,4 +390,43 @@ async fn a_keyed_retry_is_acknowledged_once_a_replica_holds_the_event_and_then_r
         wait_for_all(&who, &subscriber, &published).await;
         finish_and_check(&who, subscriber, &published).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_on_the_other_masters_keep_publishing_while_one_master_hangs() {
+    // One worker: the publishes below share one cluster connection.
+    let topology = Topology::start_with(&[("ES__HTTP__WORKERS", "1")]).await;
+    let topics = topology.topics_on_every_master(1);
+    let mut masters = topics.iter();
+    let (&hung, names) = masters.next().unwrap();
+    let hung_topic = names[0].clone();
+    let others: Vec<String> = masters.map(|(_, names)| names[0].clone()).collect();
+    let ingest = topology.ingest.url();
+    for topic in others.iter().chain([&hung_topic]) {
+        let outcome = publish(&topology.client, &ingest, topic, "before").await;
+        assert!(
+            matches!(outcome, Outcome::Stored(_)),
+            "{topic}: {outcome:?}"
+        );
+    }
+    // A hung master (SIGSTOP; a dead host's address behaves the same: nothing
+    // answers) fails its own topics' publishes...
+    block_in_place(|| topology.redis.freeze(hung));
+    let refused = publish(&topology.client, &ingest, &hung_topic, "during").await;
+    // ... and only those.
+    let mut during = Vec::new();
+    for round in 0..3 {
+        for topic in &others {
+            let outcome =
+                publish(&topology.client, &ingest, topic, &format!("during-{round}")).await;
+            during.push((topic.clone(), outcome));
+        }
+    }
+    block_in_place(|| topology.redis.thaw(hung));
+    assert!(matches!(refused, Outcome::Refused(_)), "{refused:?}");
+    let failed: Vec<_> = during
+        .iter()
+        .filter(|(_, outcome)| !matches!(outcome, Outcome::Stored(_)))
+        .collect();
+    assert!(failed.is_empty(), "refused on healthy masters: {failed:?}");
 }
