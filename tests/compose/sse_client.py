@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A resuming EventSource client for the compose test (standard library only).
 
-    sse_client.py URL OUT --expect N [--deadline SECONDS] [--retry-ms MS]
+    sse_client.py URL OUT (--expect N | --until DATA) [--deadline SECONDS] [--retry-ms MS]
 
 Connects to URL (http only), parses the stream as the WHATWG EventSource
 algorithm does (lines end at CRLF, LF or CR; an event is dispatched at a
@@ -9,7 +9,8 @@ blank line; an event cut off by the end of the stream is dropped), and
 reconnects whenever the stream ends or fails, sending the last event id in
 Last-Event-ID, as a browser does. It writes to OUT one JSON line per line of
 news: {"kind": "connected"|"event"|"disconnected", ...}, and exits 0 once it
-has seen N events of type `message`, or 1 at the deadline.
+has seen N events of type `message` (or one whose data is DATA), or 1 at
+the deadline.
 """
 
 import argparse
@@ -43,11 +44,14 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("url")
     parser.add_argument("out")
-    parser.add_argument("--expect", type=int, required=True)
+    parser.add_argument("--expect", type=int)
+    parser.add_argument("--until", help="stop after the `message` event with this data")
     parser.add_argument("--deadline", type=float, default=120.0)
     parser.add_argument("--retry-ms", type=int, default=300,
                         help="reconnection delay (the server's retry: is 3 s; the test is in a hurry)")
     args = parser.parse_args()
+    if (args.expect is None) == (args.until is None):
+        parser.error("give one of --expect and --until")
 
     url = urllib.parse.urlsplit(args.url)
     target = url.path + ("?" + url.query if url.query else "")
@@ -95,8 +99,10 @@ def main() -> int:
                                 note("event", id=last_id, event=kind, data="\n".join(data))
                                 if kind == "message":
                                     messages += 1
+                                    if args.until is not None and "\n".join(data) == args.until:
+                                        return 0
                             event_type, data = "", []
-                            if messages >= args.expect:
+                            if args.expect is not None and messages >= args.expect:
                                 return 0
                             continue
                         if line.startswith(":"):

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::process::Service;
-use crate::{RedisServer, unique_prefix};
+use crate::{PATIENCE, RedisServer, unique_prefix};
 
 /// The distributed topology on loopback.
 #[derive(Debug)]
@@ -149,6 +149,82 @@ pub async fn publish(client: &reqwest::Client, base: &str, topic: &str, message:
             ))
         }
         Err(error) => Outcome::Refused(error.to_string()),
+    }
+}
+
+/// What one keyed publish came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// The HTTP status, or `None` when no answer came at all.
+    pub status: Option<u16>,
+    pub id: Option<String>,
+    pub replayed: bool,
+    pub body: String,
+}
+
+/// Publishes `message` to `topic` with `key` in the `Idempotency-Key` header.
+pub async fn publish_keyed(
+    client: &reqwest::Client,
+    ingest: &str,
+    topic: &str,
+    message: &str,
+    key: &str,
+) -> Answer {
+    let response = client
+        .post(format!("{ingest}/event-stream"))
+        .header("Idempotency-Key", key)
+        .json(&serde_json::json!({ "message": message, "topic": topic }))
+        .send()
+        .await;
+    match response {
+        Ok(response) => {
+            let header = |name: &str| {
+                response
+                    .headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            };
+            Answer {
+                status: Some(response.status().as_u16()),
+                id: header("x-event-id"),
+                replayed: header("idempotent-replayed").as_deref() == Some("true"),
+                body: response.text().await.unwrap_or_default(),
+            }
+        }
+        Err(error) => Answer {
+            status: None,
+            id: None,
+            replayed: false,
+            body: error.to_string(),
+        },
+    }
+}
+
+/// Retries the keyed publish, as a publisher would after a failure, until
+/// it is answered 201; fails the test after [`PATIENCE`]. Every answer is
+/// returned, the 201 last.
+pub async fn retry_until_created(
+    client: &reqwest::Client,
+    ingest: &str,
+    topic: &str,
+    message: &str,
+    key: &str,
+) -> Vec<Answer> {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let mut answers = Vec::new();
+    loop {
+        let answer = publish_keyed(client, ingest, topic, message, key).await;
+        let created = answer.status == Some(201);
+        answers.push(answer);
+        if created {
+            return answers;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no 201 within {PATIENCE:?}: {answers:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -7,86 +7,11 @@
 
 use std::time::Duration;
 
-use e2e::cluster::{Cluster, Outcome, service_env};
+use e2e::cluster::{Cluster, Outcome, publish_keyed, retry_until_created, service_env};
 use e2e::process::Service;
 use e2e::reply_loss::ReplyLoss;
 use e2e::subscriber::Subscriber;
 use e2e::{PATIENCE, RedisServer, wait_until};
-
-/// What one keyed publish came to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Answer {
-    /// The HTTP status, or `None` when no answer came at all.
-    status: Option<u16>,
-    id: Option<String>,
-    replayed: bool,
-    body: String,
-}
-
-/// Publishes `message` to `topic` with `key` in the `Idempotency-Key` header.
-async fn publish_keyed(
-    client: &reqwest::Client,
-    ingest: &str,
-    topic: &str,
-    message: &str,
-    key: &str,
-) -> Answer {
-    let response = client
-        .post(format!("{ingest}/event-stream"))
-        .header("Idempotency-Key", key)
-        .json(&serde_json::json!({ "message": message, "topic": topic }))
-        .send()
-        .await;
-    match response {
-        Ok(response) => {
-            let header = |name: &str| {
-                response
-                    .headers()
-                    .get(name)
-                    .map(|v| v.to_str().unwrap().to_owned())
-            };
-            Answer {
-                status: Some(response.status().as_u16()),
-                id: header("x-event-id"),
-                replayed: header("idempotent-replayed").as_deref() == Some("true"),
-                body: response.text().await.unwrap_or_default(),
-            }
-        }
-        Err(error) => Answer {
-            status: None,
-            id: None,
-            replayed: false,
-            body: error.to_string(),
-        },
-    }
-}
-
-/// Retries the keyed publish, as a publisher would after a failure, until
-/// it is answered 201; fails the test after [`PATIENCE`]. Every answer is
-/// returned, the 201 last.
-async fn retry_until_created(
-    client: &reqwest::Client,
-    ingest: &str,
-    topic: &str,
-    message: &str,
-    key: &str,
-) -> Vec<Answer> {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    let mut answers = Vec::new();
-    loop {
-        let answer = publish_keyed(client, ingest, topic, message, key).await;
-        let created = answer.status == Some(201);
-        answers.push(answer);
-        if created {
-            return answers;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no 201 within {PATIENCE:?}: {answers:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// Publishes a sentinel without a key and waits until `subscriber` has it,
 /// so every event published before it has arrived too; returns the data the

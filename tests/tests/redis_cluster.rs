@@ -1,7 +1,8 @@
 //! The services over a Redis Cluster of three masters with one replica
 //! each (`testkit::RedisCluster`): topics on every master through two
 //! gateways, a master killed under publish load, a slot moved while its
-//! topic streams. Real `ingest` and `stream-gateway` binaries, real
+//! topic streams, a keyed retry of a publish no replica confirmed, a hung
+//! master that must not stop the other masters' topics. Real `ingest` and `stream-gateway` binaries, real
 //! `redis-server` processes, EventSource-like subscribers.
 //!
 //! Blocking steps on the cluster (`redis-cli`, waits for the layout) run in
@@ -15,7 +16,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use e2e::check::assert_delivered_on_one_connection;
-use e2e::cluster::{Published, cluster_service_env, publish, publish_numbered};
+use e2e::cluster::{
+    Outcome, Published, cluster_service_env, publish, publish_keyed, publish_numbered,
+    retry_until_created,
+};
 use e2e::process::Service;
 use e2e::subscriber::Subscriber;
 use e2e::{PATIENCE, wait_until};
@@ -37,8 +41,13 @@ struct Topology {
 
 impl Topology {
     async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// As [`Topology::start`], with `extra` settings for every service.
+    async fn start_with(extra: &[(&str, &str)]) -> Self {
         let redis = block_in_place(RedisCluster::start);
-        let env = cluster_service_env(&redis.seeds(), &[]);
+        let env = cluster_service_env(&redis.seeds(), extra);
         let ingest = Service::start("ingest", &env);
         let gateways: Vec<Service> = (0..2)
             .map(|_| Service::start("stream-gateway", &env))
@@ -318,4 +327,106 @@ async fn a_slot_moved_while_its_topic_streams_loses_nothing() {
         wait_for_all(&who, &subscriber, &published).await;
         finish_and_check(&who, subscriber, &published).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_retry_is_acknowledged_once_a_replica_holds_the_event_and_then_reaches_subscribers()
+{
+    // One worker: ingest's one cluster connection is open (by the first
+    // publish) before a node freezes. Opening one waits for every seed.
+    let topology = Topology::start_with(&[("ES__HTTP__WORKERS", "1")]).await;
+    let topics = topology.topics_on_every_master(1);
+    let (&master, names) = topics.iter().next().unwrap();
+    let topic = names[0].clone();
+    let replica = block_in_place(|| topology.redis.replica_of(master)).unwrap();
+    let subscribers = topology.subscribe_everywhere(&topic).await;
+    let ingest = topology.ingest.url();
+    let mut published = Published::default();
+    let before = publish(&topology.client, &ingest, &topic, "before").await;
+    published.record("before".to_owned(), before);
+    let keyed = || publish_keyed(&topology.client, &ingest, &topic, "once", "key-1");
+
+    // With its master's replica frozen the event is stored on the master,
+    // but no replica confirms it: refused, and not sent.
+    block_in_place(|| topology.redis.freeze(replica));
+    let first = keyed().await;
+    // The retry finds the key; the event is still on no replica, so it is
+    // refused again rather than acknowledged (it used to be answered 201).
+    let retry = keyed().await;
+    block_in_place(|| topology.redis.thaw(replica));
+    assert_eq!(first.status, Some(503), "{first:?}");
+    assert_eq!(retry.status, Some(503), "{retry:?}");
+
+    // Once the replica holds it, a retry is the first publish's event...
+    let answers = retry_until_created(&topology.client, &ingest, &topic, "once", "key-1").await;
+    let created = answers.last().unwrap();
+    assert!(created.replayed, "{answers:?}");
+    assert!(
+        created.id.as_deref().unwrap().ends_with("-2"),
+        "{answers:?}"
+    );
+    published.record(
+        "once".to_owned(),
+        Outcome::Stored(created.id.clone().unwrap()),
+    );
+    // ... and reaches the subscribers with nothing published after it
+    // (it used to reach them only once a later event revealed the gap).
+    for (index, subscriber) in subscribers.iter().enumerate() {
+        let arrived = wait_until(PATIENCE, || async {
+            subscriber.data().iter().any(|data| data == "once")
+        })
+        .await;
+        assert!(
+            arrived,
+            "gateway {index} never got the replayed event: {:?}",
+            subscriber.data()
+        );
+    }
+    let after = publish(&topology.client, &ingest, &topic, "after").await;
+    published.record("after".to_owned(), after);
+    assert_eq!(published.stored, ["before", "once", "after"]);
+    for (index, subscriber) in subscribers.into_iter().enumerate() {
+        let who = format!("gateway {index}");
+        wait_for_all(&who, &subscriber, &published).await;
+        finish_and_check(&who, subscriber, &published).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_on_the_other_masters_keep_publishing_while_one_master_hangs() {
+    // One worker: the publishes below share one cluster connection.
+    let topology = Topology::start_with(&[("ES__HTTP__WORKERS", "1")]).await;
+    let topics = topology.topics_on_every_master(1);
+    let mut masters = topics.iter();
+    let (&hung, names) = masters.next().unwrap();
+    let hung_topic = names[0].clone();
+    let others: Vec<String> = masters.map(|(_, names)| names[0].clone()).collect();
+    let ingest = topology.ingest.url();
+    for topic in others.iter().chain([&hung_topic]) {
+        let outcome = publish(&topology.client, &ingest, topic, "before").await;
+        assert!(
+            matches!(outcome, Outcome::Stored(_)),
+            "{topic}: {outcome:?}"
+        );
+    }
+    // A hung master (SIGSTOP; a dead host's address behaves the same: nothing
+    // answers) fails its own topics' publishes...
+    block_in_place(|| topology.redis.freeze(hung));
+    let refused = publish(&topology.client, &ingest, &hung_topic, "during").await;
+    // ... and only those.
+    let mut during = Vec::new();
+    for round in 0..3 {
+        for topic in &others {
+            let outcome =
+                publish(&topology.client, &ingest, topic, &format!("during-{round}")).await;
+            during.push((topic.clone(), outcome));
+        }
+    }
+    block_in_place(|| topology.redis.thaw(hung));
+    assert!(matches!(refused, Outcome::Refused(_)), "{refused:?}");
+    let failed: Vec<_> = during
+        .iter()
+        .filter(|(_, outcome)| !matches!(outcome, Outcome::Stored(_)))
+        .collect();
+    assert!(failed.is_empty(), "refused on healthy masters: {failed:?}");
 }

@@ -224,6 +224,60 @@ impl RedisCluster {
             .map(|(port, _, _)| port)
     }
 
+    /// Port of the replica of the master on `master` (the first one
+    /// listed, not failed), as the first running node sees it.
+    pub fn replica_of(&self, master: u16) -> Option<u16> {
+        let (_, id, _) = self
+            .masters()
+            .into_iter()
+            .find(|(port, _, _)| *port == master)?;
+        let port = self.running_ports().first().copied()?;
+        self.cli(port, &["cluster", "nodes"])
+            .lines()
+            .find_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let replica = fields.len() >= 8
+                    && fields[2].contains("slave")
+                    && !fields[2].contains("fail")
+                    && fields[3] == id;
+                replica
+                    .then(|| {
+                        fields[1]
+                            .split('@')
+                            .next()?
+                            .rsplit(':')
+                            .next()?
+                            .parse()
+                            .ok()
+                    })
+                    .flatten()
+            })
+    }
+
+    /// Freezes node `port` with SIGSTOP: its connections stay open and it
+    /// answers nothing, replication included, as a hung host would.
+    pub fn freeze(&self, port: u16) {
+        self.signal(port, "STOP");
+    }
+
+    /// Thaws node `port` after [`RedisCluster::freeze`].
+    pub fn thaw(&self, port: u16) {
+        self.signal(port, "CONT");
+    }
+
+    fn signal(&self, port: u16, name: &str) {
+        let Some(pid) = self
+            .nodes
+            .iter()
+            .find(|node| node.port == port)
+            .and_then(|node| node.child.as_ref())
+            .map(Child::id)
+        else {
+            panic!("node {port} is not running");
+        };
+        crate::signal(pid, name);
+    }
+
     /// Kills node `port` with SIGKILL, as in a crash.
     pub fn kill(&mut self, port: u16) {
         if let Some(node) = self.nodes.iter_mut().find(|node| node.port == port)

@@ -163,12 +163,7 @@ impl RedisServer {
         let Some(pid) = self.pid() else {
             panic!("redis-server on port {} is not running", self.port);
         };
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(pid.to_string())
-            .status()
-            .unwrap_or_else(|e| panic!("cannot run kill: {e}"));
-        assert!(status.success(), "kill -{name} {pid} failed");
+        signal(pid, name);
     }
 
     /// Whether the server answers PING right now (within `timeout`).
@@ -183,6 +178,16 @@ impl Drop for RedisServer {
         // kill() sends, so a test that panicked mid-outage still cleans up.
         self.kill();
     }
+}
+
+/// Sends signal `name` (`STOP`, `CONT`, ...) to process `pid`.
+pub(crate) fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run kill: {e}"));
+    assert!(status.success(), "kill -{name} {pid} failed");
 }
 
 /// A port nobody listens on right now, for a server a test starts.

@@ -301,20 +301,26 @@ impl Connections {
     }
 
     /// Runs `command` on this thread's connection within the operation
-    /// deadline. A connection that timed out or failed below the level of
-    /// a Redis error reply is replaced: after a restart, a network fault or
-    /// a hang, the next command starts from a fresh connection.
+    /// deadline. A single Redis's connection that timed out or failed below
+    /// the level of a Redis error reply is replaced: after a restart, a
+    /// network fault or a hang, the next command starts from a fresh
+    /// connection. A cluster connection is kept: the failure was one node's
+    /// (redis-rs repairs that connection and refreshes the layout itself),
+    /// the others still serve their slots, and a new cluster connection
+    /// could not even open while that node hangs or its host is gone (it
+    /// connects to every node), so every topic would fail until a failover.
     pub(super) async fn run<T>(
         &self,
         command: impl AsyncFnOnce(&mut Commands) -> RedisResult<T>,
     ) -> Result<T, Error> {
         let bound = self.operation_timeout;
+        let replace_on_failure = matches!(self.target, Target::Single(_));
         let mut used = None;
         let work = async {
             let (id, mut connection) = self.connection().await?;
             used = Some(id);
             command(&mut connection).await.map_err(|e| {
-                if !is_reply_error(&e) {
+                if replace_on_failure && !is_reply_error(&e) {
                     self.discard(id);
                 }
                 redis_error(e, bound)
@@ -323,7 +329,7 @@ impl Connections {
         match tokio::time::timeout(bound, work).await {
             Ok(result) => result,
             Err(_) => {
-                if let Some(id) = used {
+                if let Some(id) = used.filter(|_| replace_on_failure) {
                     self.discard(id);
                 }
                 Err(Error::Timeout(bound))

@@ -68,7 +68,9 @@ return {meta, first, range}
 /// With an idempotency key (the two blocks marked `idempotency`), it looks
 /// the key up among the checks, before any write: a key recorded within the
 /// window answers `{epoch, offset, 'replayed'}` when its digest matches,
-/// `{'key-reused'}` when not, and nothing is written or published. A new key
+/// `{'key-reused'}` when not, and nothing is published or stored (in
+/// cluster mode a replay writes the key's record again, unchanged: see
+/// there). A new key
 /// is recorded after the event (HSET, ZADD), keys past the window or past
 /// the count are dropped oldest first (a bounded number per publish), and
 /// both key sets get the window as their TTL: up to eight commands more,
@@ -134,6 +136,13 @@ if key and not fresh then
       return redis.error_reply('CORRUPT ' .. KEYS[3] .. ' has an unreadable record')
     end
     if digest == ARGV[9] then
+      if #ARGV[6] == 0 then
+        -- Cluster mode: the store answers a replay, as a new event, only
+        -- once WAIT saw a replica hold it, and WAIT counts what this
+        -- connection wrote. The record, written again as it is, comes
+        -- after the event in the replication stream.
+        redis.call('HSET', KEYS[3], key, record)
+      end
       return {e, o, 'replayed'}
     end
     return {'key-reused'}

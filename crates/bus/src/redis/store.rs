@@ -239,17 +239,22 @@ impl Store {
             })
             .await?;
         let published = schema::parse_published(reply)?;
-        // A replay or a refused key wrote nothing: nothing to replicate.
-        if let (true, Published::Stored(position)) = (cluster, &published) {
+        // A replay too: its first publish may have been refused because no
+        // replica confirmed it, and then it was never broadcast either. A
+        // gateway that already delivered it drops it as a duplicate. A
+        // refused key stored nothing.
+        if let (true, Published::Stored(position) | Published::Replayed(position)) =
+            (cluster, &published)
+        {
             self.replicate_and_broadcast(topic, *position, event_type, data)
                 .await?;
         }
         Ok(published)
     }
 
-    /// Cluster mode, after the script stored the event: waits until
-    /// `cluster_ack_replicas` replicas of the topic's master hold it, then
-    /// broadcasts it with `SPUBLISH`. A master's replication is
+    /// Cluster mode, after the script stored the event (or replayed it):
+    /// waits until `cluster_ack_replicas` replicas of the topic's master
+    /// hold it, then broadcasts it with `SPUBLISH`. A master's replication is
     /// asynchronous, and a replica promoted after a failover reuses every
     /// offset its old master handed out that it never received: had the
     /// event been broadcast (or acknowledged) first, a subscriber could have
