@@ -314,7 +314,7 @@ impl Connections {
         command: impl AsyncFnOnce(&mut Commands) -> RedisResult<T>,
     ) -> Result<T, Error> {
         let bound = self.operation_timeout;
-        let replace_on_failure = matches!(self.target, Target::Single(_));
+        let replace_on_failure = matches!(self.target, Target::Single { .. });
         let mut used = None;
         let work = async {
             let (id, mut connection) = self.connection().await?;
