@@ -32,15 +32,20 @@ pub struct Args {
 
     /// Base URL of an event-stream deployment: subscribe with
     /// GET {target}/event-stream?topic=..., publish with a JSON POST to
-    /// {target}/event-stream.
+    /// {target}/event-stream. Repeatable: subscriber i then goes to target
+    /// i % count (round robin over several servers, e.g. gateways past one
+    /// process's open-file limit) and publishes go to the first one.
     #[arg(long, default_value = "http://127.0.0.1:9990")]
-    pub target: String,
+    pub target: Vec<String>,
 
     /// Subscribe URL; `{topic}` is replaced by each topic's name.
+    /// Repeatable, like --target: subscriber i uses URL i % count. Replaces
+    /// the subscribe URLs --target would give.
     #[arg(long)]
-    pub sub_url: Option<String>,
+    pub sub_url: Vec<String>,
 
-    /// Publish URL; `{topic}` is replaced by the topic's name.
+    /// Publish URL; `{topic}` is replaced by the topic's name. Default: the
+    /// first --target's.
     #[arg(long)]
     pub pub_url: Option<String>,
 
@@ -49,6 +54,9 @@ pub struct Args {
     pub body: BodyFormat,
 
     /// Number of topics; subscriber i and publisher i use topic i % topics.
+    /// With several subscribe URLs, subscriber i's server is i % servers
+    /// too: a topic count sharing a factor with the server count puts only
+    /// some topics on each server.
     #[arg(long, default_value_t = 1)]
     pub topics: usize,
 

@@ -74,6 +74,11 @@ pub struct GroupReport {
     pub after: Sample,
     /// (after − before) RSS / connections, in bytes.
     pub bytes_per_connection: f64,
+    /// (after − before) RSS / open files gained, in bytes, when it gained
+    /// any: memory per stream of this group alone when the subscribers are
+    /// spread over several servers (each stream is one socket there).
+    #[serde(default)]
+    pub bytes_per_open_file: Option<f64>,
 }
 
 impl GroupReport {
@@ -84,6 +89,8 @@ impl GroupReport {
             before,
             after,
             bytes_per_connection: bytes_per_unit(before, after, connections),
+            bytes_per_open_file: (after.fds > before.fds)
+                .then(|| bytes_per_unit(before, after, after.fds - before.fds)),
         }
     }
 }

@@ -16,9 +16,10 @@ use crate::histogram::{Histogram, WireHistogram};
 /// Which subscribers a worker opens, and how.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WorkerConfig {
-    /// Subscribe URL per topic; subscriber `i` (global index) takes topic
-    /// `i % sub_urls.len()`.
-    pub sub_urls: Vec<String>,
+    /// Subscribe URL per server, then per topic: subscriber `i` (global
+    /// index) goes to server `i % sub_urls.len()` for topic
+    /// `i % topics`. One server keeps the single-target behaviour.
+    pub sub_urls: Vec<Vec<String>>,
     pub allow_remote: bool,
     /// Global index of this worker's first subscriber.
     pub first: usize,

@@ -20,7 +20,8 @@ pub struct RunReport {
     /// `/proc/loadavg` before and after: how busy the machine was.
     pub load_average_start: [f64; 3],
     pub load_average_end: [f64; 3],
-    pub sub_url: String,
+    /// Subscribe URL templates, one per server, in round-robin order.
+    pub sub_urls: Vec<String>,
     pub pub_url: String,
     pub topics: Vec<String>,
     pub subscribers: SubscriberSummary,
@@ -58,6 +59,13 @@ pub struct PhaseSummary {
     /// Messages/s asked for (open loop).
     pub target_rate: Option<f64>,
     pub duration_seconds: f64,
+    /// Wall clock, µs since the Unix epoch, when the phase began and when
+    /// its delivery report was complete (after the drain): the window to
+    /// read other processes' CPU over.
+    #[serde(default)]
+    pub started_micros: u64,
+    #[serde(default)]
+    pub ended_micros: u64,
     pub publishers: usize,
     pub publish: PublishSummary,
     pub delivery: DeliverySummary,
@@ -141,13 +149,17 @@ impl RunReport {
         let s = &self.subscribers;
         let _ = writeln!(
             out,
-            "loadgen{}: {} subscribers on {} topic(s): {} connected, {} failed in {:.1} s ({} process(es) × {} thread(s), {} source address(es))",
+            "loadgen{}: {} subscribers on {} topic(s){}: {} connected, {} failed in {:.1} s ({} process(es) × {} thread(s), {} source address(es))",
             self.label
                 .as_ref()
                 .map(|l| format!(" [{l}]"))
                 .unwrap_or_default(),
             s.requested,
             self.topics.len(),
+            match self.sub_urls.len() {
+                0 | 1 => String::new(),
+                servers => format!(" over {servers} servers"),
+            },
             s.connected,
             s.failed,
             s.connect_seconds,
@@ -166,9 +178,12 @@ impl RunReport {
         for m in &self.memory {
             let _ = writeln!(
                 out,
-                "  memory {}: {:.0} bytes/connection (RSS {} → {} KiB, open files {} → {})",
+                "  memory {}: {:.0} bytes/connection{} (RSS {} → {} KiB, open files {} → {})",
                 m.name,
                 m.bytes_per_connection,
+                m.bytes_per_open_file
+                    .map(|b| format!(", {b:.0} bytes per open file gained"))
+                    .unwrap_or_default(),
                 m.before.rss_kib,
                 m.after.rss_kib,
                 m.before.fds,

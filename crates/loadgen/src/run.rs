@@ -34,16 +34,26 @@ pub async fn run(args: &Args) -> anyhow::Result<RunReport> {
     let topics: Vec<String> = (0..args.topics.max(1))
         .map(|i| format!("{prefix}-{i}"))
         .collect();
-    let sub_template = args.sub_url.clone().unwrap_or_else(|| {
-        format!(
-            "{}/event-stream?topic={{topic}}",
-            args.target.trim_end_matches('/')
-        )
-    });
+    // One subscribe template per server; subscriber i goes to server
+    // i % servers (see `WorkerConfig::sub_urls`).
+    let sub_templates: Vec<String> = if args.sub_url.is_empty() {
+        args.target
+            .iter()
+            .map(|target| {
+                format!(
+                    "{}/event-stream?topic={{topic}}",
+                    target.trim_end_matches('/')
+                )
+            })
+            .collect()
+    } else {
+        args.sub_url.clone()
+    };
+    let first_target = args.target.first().context("--target: none given")?;
     let pub_template = args
         .pub_url
         .clone()
-        .unwrap_or_else(|| format!("{}/event-stream", args.target.trim_end_matches('/')));
+        .unwrap_or_else(|| format!("{}/event-stream", first_target.trim_end_matches('/')));
     let token = match &args.token_env {
         Some(var) => {
             Some(std::env::var(var).with_context(|| format!("--token-env {var}: not set"))?)
@@ -51,11 +61,19 @@ pub async fn run(args: &Args) -> anyhow::Result<RunReport> {
         None => None,
     };
     let token = token.as_deref();
-    // What the clients send; the report keeps `sub_template`, tokenless.
-    let sub_sent = with_access_token(&sub_template, token);
-    let sub_urls: Vec<String> = topics
+    // What the clients send; the report keeps the templates, tokenless.
+    let sub_sent: Vec<String> = sub_templates
         .iter()
-        .map(|t| sub_sent.replace("{topic}", t))
+        .map(|template| with_access_token(template, token))
+        .collect();
+    let sub_urls: Vec<Vec<String>> = sub_sent
+        .iter()
+        .map(|template| {
+            topics
+                .iter()
+                .map(|t| template.replace("{topic}", t))
+                .collect()
+        })
         .collect();
     let publish_url =
         |target: &str| Url::parse(target, args.allow_remote).map(|url| url.with_bearer(token));
@@ -63,17 +81,19 @@ pub async fn run(args: &Args) -> anyhow::Result<RunReport> {
         .iter()
         .map(|t| publish_url(&pub_template.replace("{topic}", t)))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    // Every server's URL for every topic: churn cycles through them all.
     let sub_parsed = sub_urls
         .iter()
+        .flatten()
         .map(|u| Url::parse(u, args.allow_remote))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let source_ips = source_ips(args, &sub_parsed[0])?;
+    let source_ips = source_ips(args, &sub_parsed)?;
 
     let mut report = RunReport {
         label: args.label.clone(),
         started_micros: payload::now_micros(),
         load_average_start: memory::load_average(),
-        sub_url: sub_template.clone(),
+        sub_urls: sub_templates.clone(),
         pub_url: pub_template.clone(),
         topics: topics.clone(),
         ..RunReport::default()
@@ -219,7 +239,8 @@ pub async fn run(args: &Args) -> anyhow::Result<RunReport> {
     // keeps for them is new and measured from a settled start.
     if args.topic_sweep > 0 {
         let plan = SweepPlan {
-            sub_template: sub_sent.clone(),
+            // The first server's: these stages measure one server.
+            sub_template: sub_sent[0].clone(),
             pub_url: publish_url(&pub_template)?,
             body: args.body,
             topics_per_get: args.topics_per_get,
@@ -242,7 +263,8 @@ pub async fn run(args: &Args) -> anyhow::Result<RunReport> {
     }
     if args.replay > 0 {
         let plan = ReplayPlan {
-            sub_template: sub_sent.clone(),
+            // The first server's: these stages measure one server.
+            sub_template: sub_sent[0].clone(),
             pub_url: publish_url(&pub_template)?,
             body: args.body,
             topics: topics.iter().map(|t| format!("{t}-r")).collect(),
@@ -324,6 +346,7 @@ async fn run_phase(
             other => bail!("worker answered {other:?} to the end of a phase"),
         }
     }
+    let ended_micros = payload::now_micros();
     let seconds = if merged.last_delivery_micros > start_micros {
         (merged.last_delivery_micros - start_micros) as f64 / 1e6
     } else {
@@ -358,19 +381,24 @@ async fn run_phase(
             Pace::Closed => None,
         },
         duration_seconds: plan.duration.as_secs_f64(),
+        started_micros: start_micros,
+        ended_micros,
         publishers: plan.publishers,
         publish,
         delivery,
     })
 }
 
-/// 127.0.0.1 .. 127.0.0.N when the target is IPv4 loopback.
-fn source_ips(args: &Args, target: &Url) -> anyhow::Result<Vec<IpAddr>> {
+/// 127.0.0.1 .. 127.0.0.N when every subscribe target is IPv4 loopback.
+fn source_ips(args: &Args, targets: &[Url]) -> anyhow::Result<Vec<IpAddr>> {
     if args.source_ips <= 1 {
         return Ok(Vec::new());
     }
-    if !matches!(target.addr.ip(), IpAddr::V4(ip) if ip.is_loopback()) {
-        bail!("--source-ips needs an IPv4 loopback target");
+    if !targets
+        .iter()
+        .all(|target| matches!(target.addr.ip(), IpAddr::V4(ip) if ip.is_loopback()))
+    {
+        bail!("--source-ips needs IPv4 loopback targets");
     }
     Ok((1..=args.source_ips)
         .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, i)))

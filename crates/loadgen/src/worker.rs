@@ -39,16 +39,26 @@ pub async fn serve(
                 let urls = config
                     .sub_urls
                     .iter()
-                    .map(|u| Url::parse(u, config.allow_remote).map(Rc::new))
+                    .map(|server| {
+                        server
+                            .iter()
+                            .map(|u| Url::parse(u, config.allow_remote).map(Rc::new))
+                            .collect::<anyhow::Result<Vec<_>>>()
+                    })
                     .collect::<anyhow::Result<Vec<_>>>()?;
+                anyhow::ensure!(
+                    urls.first().is_some_and(|topics| !topics.is_empty()),
+                    "no subscribe URL"
+                );
                 let plans = indices
                     .iter()
                     .map(|&local| {
                         let global = config.first + local;
-                        let topic = global % urls.len();
+                        let server = &urls[global % urls.len()];
+                        let topic = global % server.len();
                         Plan {
                             index: global as u64,
-                            url: urls[topic].clone(),
+                            url: server[topic].clone(),
                             topic: topic as u32,
                             source: (!config.source_ips.is_empty())
                                 .then(|| config.source_ips[global % config.source_ips.len()]),

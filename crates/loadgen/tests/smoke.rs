@@ -1,6 +1,7 @@
 //! Smoke runs of the real `loadgen` binary against the real `event-stream`
-//! binary: tiny populations for a few seconds, so the load tool keeps
-//! working. Nothing here is timed; only counts are asserted.
+//! binary, and against the distributed topology (redis-server, ingest and
+//! two stream-gateways): tiny populations for a few seconds, so the load
+//! tool keeps working. Nothing here is timed; only counts are asserted.
 
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
@@ -249,4 +250,84 @@ fn topic_sweeps_and_replayers_report_memory_per_unit() {
     assert!(memory.after.fds >= memory.before.fds + 4, "{human}");
     let closed = memory.closed.expect("a reading after closing");
     assert!(closed.fds < memory.after.fds, "{human}");
+}
+
+#[tokio::test]
+async fn subscribers_go_round_robin_over_two_gateways_and_publishes_to_ingest() {
+    let cluster = e2e::cluster::Cluster::start(2, &[]).await;
+    let gateways = cluster.gateway_urls();
+    let publish = format!("{}/event-stream", cluster.ingest.url());
+    let mut args: Vec<String> = Vec::new();
+    for (i, (url, gateway)) in gateways.iter().zip(&cluster.gateways).enumerate() {
+        let pid = gateway.pid().expect("the gateway runs");
+        args.extend(["--target".into(), url.clone()]);
+        args.extend(["--mem".into(), format!("gateway-{i}={pid}")]);
+    }
+    args.extend(
+        [
+            "--pub-url",
+            &publish,
+            "-n",
+            "20",
+            "--source-ips",
+            "3",
+            "--rate",
+            "40",
+            "--duration",
+            "1s",
+            "--settle",
+            "200ms",
+        ]
+        .map(String::from),
+    );
+    let (report, output) = tokio::task::spawn_blocking(move || {
+        loadgen(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    })
+    .await
+    .expect("running loadgen");
+    let human = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        report.sub_urls,
+        gateways
+            .iter()
+            .map(|g| format!("{g}/event-stream?topic={{topic}}"))
+            .collect::<Vec<_>>(),
+        "{human}"
+    );
+    assert_eq!(report.pub_url, publish);
+    assert_eq!(report.subscribers.connected, 20, "{human}");
+    // Published once to ingest, every event reached both gateways through
+    // Redis and every subscriber on each.
+    let phase = &report.phases[0];
+    let (p, d) = (&phase.publish, &phase.delivery);
+    assert!(p.ok > 0 && p.ok == p.sent, "{human}");
+    assert_eq!(d.deliveries, p.ok * 20, "{human}");
+    assert_eq!(
+        (d.lost, d.duplicates, d.out_of_order, d.disconnected),
+        (0, 0, 0, 0),
+        "{human}"
+    );
+    // Ten streams on each gateway: each wrote every event ten times.
+    for (gateway, memory) in cluster.gateways.iter().zip(&report.memory) {
+        assert!(
+            memory.after.fds >= memory.before.fds + 10,
+            "{} got fewer than 10 streams: {human}",
+            memory.name
+        );
+        let delivered = || async {
+            e2e::metrics::value(&cluster.client, &gateway.url(), "es_events_delivered_total").await
+        };
+        // A stream adds its last events to the counter when it closes.
+        let expected = (p.ok * 10) as f64;
+        e2e::wait_until(e2e::PATIENCE, || async {
+            delivered().await == Some(expected)
+        })
+        .await;
+        assert_eq!(
+            delivered().await,
+            Some(expected),
+            "{}: {human}",
+            memory.name
+        );
+    }
 }
