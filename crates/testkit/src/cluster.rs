@@ -64,23 +64,38 @@ impl RedisCluster {
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {dir:?}: {e}"));
         let nodes = (0..6)
             .map(|_| {
-                let port = crate::free_port();
+                let port = node_port();
                 Node {
                     port,
                     child: Some(spawn_node(&dir, port, tls.as_ref())),
                 }
             })
             .collect();
-        let cluster = Self { nodes, dir, tls };
-        for node in &cluster.nodes {
+        let mut cluster = Self { nodes, dir, tls };
+        for i in 0..cluster.nodes.len() {
             let deadline = Instant::now() + FORM_TIMEOUT;
-            let certificates = cluster.tls.as_ref().map(|(c, _)| c);
-            while !crate::answers(node.port, certificates, Duration::from_millis(500)) {
+            loop {
+                let node = &mut cluster.nodes[i];
+                let certificates = cluster.tls.as_ref().map(|(c, _)| c);
+                if crate::answers(node.port, certificates, Duration::from_millis(500)) {
+                    break;
+                }
                 assert!(
                     Instant::now() < deadline,
                     "node {} never answered",
                     node.port
                 );
+                // A node exits at once when its port or its bus port (the
+                // port + 10,000) was taken meanwhile by another process:
+                // start it again elsewhere.
+                let exited = node
+                    .child
+                    .as_mut()
+                    .is_some_and(|child| matches!(child.try_wait(), Ok(Some(_))));
+                if exited {
+                    node.port = node_port();
+                    node.child = Some(spawn_node(&cluster.dir, node.port, cluster.tls.as_ref()));
+                }
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
@@ -398,6 +413,19 @@ impl RedisCluster {
 /// Starts one node on `port`, its cluster config file in `dir` (so a node
 /// restarted on the same port rejoins as the node it was); with `tls`,
 /// on a TLS port only, TLS between nodes too.
+/// A free port whose cluster bus port (the port + 10,000) is free too.
+fn node_port() -> u16 {
+    loop {
+        let port = crate::free_port();
+        let bus_free = port
+            .checked_add(10_000)
+            .is_some_and(|bus| std::net::TcpListener::bind(("127.0.0.1", bus)).is_ok());
+        if bus_free {
+            return port;
+        }
+    }
+}
+
 fn spawn_node(dir: &std::path::Path, port: u16, tls: Option<&(Certificates, ClientAuth)>) -> Child {
     let listen = match tls {
         Some((certificates, clients)) => {
