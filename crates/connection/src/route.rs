@@ -13,8 +13,9 @@ use futures_core::Stream;
 /// A `GET` route whose responses are long-lived streams, served on the
 /// connection itself instead of by actix-http (see the crate docs).
 pub trait StreamRoute: Clone + Send + 'static {
-    /// The response body: shared frames, written as they come.
-    type Body: Stream<Item = Result<Bytes, Infallible>> + Unpin + 'static;
+    /// The response body: shared frames, written as they come, on the
+    /// stream runtime's threads (hence `Send`).
+    type Body: Stream<Item = Result<Bytes, Infallible>> + Unpin + Send + 'static;
 
     /// The exact path (without query) this route serves.
     fn path(&self) -> &'static str;

@@ -11,6 +11,7 @@
 use std::io;
 use std::net::TcpListener;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_http::body::BoxBody;
@@ -48,6 +49,9 @@ pub struct Config {
     pub send_timeout: Duration,
     /// How long a graceful stop waits before cutting what is left.
     pub shutdown_grace: Duration,
+    /// Threads of the runtime the stream route's bodies are written on,
+    /// shared by all workers (at least 1; none without a route).
+    pub stream_threads: usize,
 }
 
 /// The actix-http service for requests the fast path does not answer
@@ -79,6 +83,46 @@ impl Bound {
     }
 }
 
+/// The runtime streams are written on: tokio's multi-thread scheduler, so
+/// a stream whose thread is busy, or descheduled by the operating system,
+/// is taken up by another; actix-server's workers are single-threaded and
+/// keep every connection they accept. Owned by the server's worker
+/// factory, which lives as long as the server.
+struct StreamRuntime {
+    handle: tokio::runtime::Handle,
+    /// Taken when dropped.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl StreamRuntime {
+    fn new(threads: usize) -> io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("stream")
+            .enable_all()
+            .build()?;
+        Ok(Self {
+            handle: runtime.handle().clone(),
+            runtime: Some(runtime),
+        })
+    }
+
+    fn handle(&self) -> tokio::runtime::Handle {
+        self.handle.clone()
+    }
+}
+
+impl Drop for StreamRuntime {
+    /// The last owner may be dropped on a worker thread, inside its
+    /// runtime, where waiting for another runtime's threads is not allowed:
+    /// they are told to stop and left to finish.
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 /// actix-http's disconnect timeout, as actix-web sets it: how long a
 /// closing connection may take to flush.
 const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -105,6 +149,10 @@ where
         .disable_signals()
         .shutdown_timeout(config.shutdown_grace.as_secs().max(1));
     let per_address = PerAddress::new(config.max_connections_per_address);
+    let streams = match route {
+        Some(_) => Some(Arc::new(StreamRuntime::new(config.stream_threads.max(1))?)),
+        None => None,
+    };
     let config = config.clone();
     // Called once per worker, on the worker's thread: everything below
     // is that worker's, like actix-web's `HttpServer` builds it.
@@ -115,6 +163,7 @@ where
         let stop = stop.clone();
         let per_address = per_address.clone();
         let config = config.clone();
+        let streams = streams.clone();
         fn_factory(move || {
             let app = app();
             let route = route.clone();
@@ -122,6 +171,7 @@ where
             let stop = stop.clone();
             let per_address = per_address.clone();
             let config = config.clone();
+            let streams = streams.as_ref().map(|streams| streams.handle());
             async move {
                 let graceful = stop.clone();
                 let actix = HttpService::build()
@@ -159,6 +209,7 @@ where
                     request_timeout: config.request_timeout,
                     keep_alive: config.keep_alive,
                     send_timeout: config.send_timeout,
+                    streams,
                 });
                 Ok::<_, ()>(fn_service(move |io: TcpStream| {
                     // Boxed: actix-server moves the future it spawns into an

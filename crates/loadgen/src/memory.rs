@@ -138,6 +138,26 @@ impl Growth {
     }
 }
 
+/// CPU time (user + system, every thread) of a set of processes, in
+/// seconds; a vanished process counts zero.
+pub fn cpu_seconds(pids: &[u32]) -> f64 {
+    pids.iter().filter_map(|pid| cpu_ticks(*pid)).sum::<u64>() as f64 / CLOCK_TICKS
+}
+
+/// `/proc/PID/stat` counts CPU time in USER_HZ ticks, 100 a second on
+/// every Linux ABI this tool runs on.
+const CLOCK_TICKS: f64 = 100.0;
+
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces: count the
+    // fields after its closing one (utime and stime are the 12th and 13th).
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some(user + system)
+}
+
 /// Reads every group once.
 pub fn sample_all(groups: &[Group]) -> Vec<Sample> {
     groups.iter().map(Group::sample).collect()
@@ -196,6 +216,11 @@ mod tests {
         assert!(sample.rss_kib > 0 && sample.fds > 0, "{sample:?}");
         assert!("nopids=".parse::<Group>().is_err());
         assert!("x=1,y".parse::<Group>().is_err());
+        // This test has run some code: its process has used CPU.
+        let spin = std::time::Instant::now();
+        while cpu_seconds(&[me]) == 0.0 && spin.elapsed().as_secs() < 5 {}
+        assert!(cpu_seconds(&[me]) > 0.0);
+        assert_eq!(cpu_seconds(&[u32::MAX]), 0.0);
         // Some socket is open on any machine running tests; the line parses.
         let _ = tcp_buffers_kib();
     }

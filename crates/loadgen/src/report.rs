@@ -69,6 +69,18 @@ pub struct PhaseSummary {
     pub publishers: usize,
     pub publish: PublishSummary,
     pub delivery: DeliverySummary,
+    /// Cores used while the phase published, by each --mem group and by
+    /// this tool (`loadgen`, its child processes included).
+    #[serde(default)]
+    pub cpu: Vec<CpuUse>,
+}
+
+/// Cores one set of processes used over a phase: CPU seconds (user and
+/// system, every thread) over the phase's wall-clock seconds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CpuUse {
+    pub name: String,
+    pub cores: f64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -218,6 +230,14 @@ impl RunReport {
             }
             if !pu.errors.is_empty() {
                 let _ = writeln!(out, "  publish errors: {}", counts(&pu.errors));
+            }
+            if !p.cpu.is_empty() {
+                let cores: Vec<String> = p
+                    .cpu
+                    .iter()
+                    .map(|c| format!("{} {:.2}", c.name, c.cores))
+                    .collect();
+                let _ = writeln!(out, "  cores while publishing: {}", cores.join(", "));
             }
             let d = &p.delivery;
             if d.subscribers > 0 {

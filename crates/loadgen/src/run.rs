@@ -17,7 +17,7 @@ use crate::protocol::{Command, ConnectReport, PhaseReport, Report, StopReport, W
 use crate::publisher::{self, Pace, PhasePlan};
 use crate::replay::{self, ReplayPlan};
 use crate::report::{
-    ChurnSamples, ChurnSummary, DeliverySummary, PhaseSummary, PublishSummary, RunReport,
+    ChurnSamples, ChurnSummary, CpuUse, DeliverySummary, PhaseSummary, PublishSummary, RunReport,
 };
 use crate::sweep::{self, SweepPlan};
 use crate::worker::WorkerLink;
@@ -187,7 +187,7 @@ pub async fn run(args: &Args) -> anyhow::Result<RunReport> {
             timeout: args.publish_timeout,
             source_ips: source_ips.clone(),
         };
-        let summary = run_phase(&plan, &mut workers, args.drain).await?;
+        let summary = run_phase(&plan, &mut workers, args.drain, &args.memory).await?;
         report.phases.push(summary);
     }
     if paces.is_empty() && n > 0 {
@@ -290,6 +290,7 @@ async fn run_phase(
     plan: &PhasePlan,
     workers: &mut [WorkerLink],
     drain: Duration,
+    measured: &[memory::Group],
 ) -> anyhow::Result<PhaseSummary> {
     let start_micros = payload::now_micros();
     for worker in workers.iter() {
@@ -304,9 +305,29 @@ async fn run_phase(
             other => bail!("worker answered {other:?} to the start of a phase"),
         }
     }
+    // CPU over the publishing time, per --mem group and for this tool.
+    let mut cpu_sets: Vec<(String, Vec<u32>)> = measured
+        .iter()
+        .map(|group| (group.name.clone(), group.pids.clone()))
+        .collect();
+    let mut own = vec![std::process::id()];
+    own.extend(workers.iter().filter_map(WorkerLink::pid));
+    cpu_sets.push(("loadgen".to_owned(), own));
+    let cpu_before: Vec<f64> = cpu_sets
+        .iter()
+        .map(|(_, pids)| memory::cpu_seconds(pids))
+        .collect();
     let started = Instant::now();
     let results = publisher::run_phase(plan).await;
     let publish_seconds = started.elapsed().as_secs_f64();
+    let cpu = cpu_sets
+        .iter()
+        .zip(cpu_before)
+        .map(|((name, pids), before)| CpuUse {
+            name: name.clone(),
+            cores: (memory::cpu_seconds(pids) - before) / publish_seconds.max(1e-9),
+        })
+        .collect();
 
     let mut publish = PublishSummary::default();
     let mut latency = Histogram::default();
@@ -386,6 +407,7 @@ async fn run_phase(
         publishers: plan.publishers,
         publish,
         delivery,
+        cpu,
     })
 }
 

@@ -202,6 +202,11 @@ impl WorkerLink {
         }
     }
 
+    /// The child process running this worker, if it runs in one.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(|child| child.id())
+    }
+
     /// Runs the worker as `loadgen worker`, a child of this process, so it
     /// has its own open-file limit.
     pub fn child(config: WorkerConfig) -> anyhow::Result<Self> {

@@ -154,7 +154,15 @@ fn a_small_paced_run_delivers_everything_once_and_in_order() {
             "{human}"
         );
         assert!(d.latency.count == d.deliveries && d.latency.max_ms >= d.latency.p50_ms);
+        // Cores while publishing: the --mem group, then the tool itself.
+        let names: Vec<&str> = phase.cpu.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["hub", "loadgen"], "{human}");
+        assert!(
+            phase.cpu.iter().all(|c| (0.0..64.0).contains(&c.cores)),
+            "{human}"
+        );
     }
+    assert!(human.contains("cores while publishing: hub "), "{human}");
     assert_eq!(report.memory.len(), 1);
     assert!(
         report.memory[0].after.fds >= report.memory[0].before.fds + 20,

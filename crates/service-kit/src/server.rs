@@ -123,6 +123,7 @@ where
         keep_alive: KEEP_ALIVE,
         send_timeout: Duration::from_millis(settings.send_timeout_ms),
         shutdown_grace: Duration::from_millis(settings.shutdown_grace_ms),
+        stream_threads: settings.stream_threads(),
     };
     let shutdown = health.shutdown.clone();
     let metrics = health.metrics.clone();

@@ -72,6 +72,10 @@ pub struct HttpSettings {
     pub port: u16,
     /// Worker threads; 0 means one per CPU core.
     pub workers: usize,
+    /// Threads writing streams, shared by all workers; 0 means as many as
+    /// `workers`. See docs/DESIGN.md, "Streams are written on a shared
+    /// runtime".
+    pub stream_threads: usize,
     /// How long a stopping service waits for streams and requests to end.
     pub shutdown_grace_ms: u64,
     /// Most simultaneous connections per worker; past it, new ones wait in
@@ -462,6 +466,14 @@ impl HttpSettings {
         }
     }
 
+    /// `stream_threads`, or when 0, as many as [`HttpSettings::workers`].
+    pub fn stream_threads(&self) -> usize {
+        match self.stream_threads {
+            0 => self.workers(),
+            n => n,
+        }
+    }
+
     /// `max_connections`, or when 0, the open-file limit less a reserve
     /// (listeners, Redis, logs) shared out over `workers`.
     pub fn max_connections_per_worker(&self, workers: usize) -> usize {
@@ -515,6 +527,7 @@ pub const DEFAULTS: &str = r#"
 [http]
 host = "0.0.0.0"
 workers = 0
+stream_threads = 0
 shutdown_grace_ms = 10000
 max_connections = 0
 max_connections_per_address = 1000

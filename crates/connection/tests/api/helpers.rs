@@ -4,6 +4,7 @@
 use std::convert::Infallible;
 use std::net::Ipv4Addr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -36,6 +37,8 @@ pub struct Seen {
     pub ended: Arc<Mutex<Vec<StreamEnd>>>,
     /// (method label, route, status) of each request observed.
     pub requests: Arc<Mutex<Vec<Observed>>>,
+    /// The name of each thread a body was polled on, once each.
+    pub polled_on: Arc<Mutex<Vec<String>>>,
 }
 
 /// What the route's bodies are.
@@ -53,7 +56,12 @@ pub struct TestRoute {
     bodies: Bodies,
 }
 
-pub enum TestBody {
+pub struct TestBody {
+    frames: Frames,
+    polled_on: Arc<Mutex<Vec<String>>>,
+}
+
+enum Frames {
     Channel(mpsc::UnboundedReceiver<Bytes>),
     Fixed(Option<Bytes>),
 }
@@ -62,9 +70,15 @@ impl futures_core::Stream for TestBody {
     type Item = Result<Bytes, Infallible>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        match &mut *self {
-            TestBody::Channel(rx) => rx.poll_recv(cx).map(|frame| frame.map(Ok)),
-            TestBody::Fixed(frame) => Poll::Ready(frame.take().map(Ok)),
+        let thread = std::thread::current().name().unwrap_or("").to_owned();
+        let mut polled_on = self.polled_on.lock().unwrap();
+        if !polled_on.contains(&thread) {
+            polled_on.push(thread);
+        }
+        drop(polled_on);
+        match &mut self.frames {
+            Frames::Channel(rx) => rx.poll_recv(cx).map(|frame| frame.map(Ok)),
+            Frames::Fixed(frame) => Poll::Ready(frame.take().map(Ok)),
         }
     }
 }
@@ -105,13 +119,17 @@ impl StreamRoute for TestRoute {
                 BoxBody::new("full"),
             ));
         }
-        let body = match self.bodies {
+        let frames = match self.bodies {
             Bodies::Channel => {
                 let (tx, rx) = mpsc::unbounded_channel();
                 self.seen.streams.lock().unwrap().push(Some(tx));
-                TestBody::Channel(rx)
+                Frames::Channel(rx)
             }
-            Bodies::Fixed => TestBody::Fixed(Some(Bytes::from_static(FIXED_FRAME))),
+            Bodies::Fixed => Frames::Fixed(Some(Bytes::from_static(FIXED_FRAME))),
+        };
+        let body = TestBody {
+            frames,
+            polled_on: self.seen.polled_on.clone(),
         };
         Ok((stream_head(head), body))
     }
@@ -135,8 +153,15 @@ impl Observer for TestObserver {
     }
 }
 
+/// A request for this path holds its worker's thread for [`BLOCK`].
+pub const BLOCK_PATH: &str = "/block";
+pub const BLOCK: Duration = Duration::from_secs(2);
+/// Requests for [`BLOCK_PATH`] that have started blocking, in any test.
+pub static BLOCKING: AtomicUsize = AtomicUsize::new(0);
+
 /// The actix-http app: `GET /event-stream` streams the fixed frame (as the
-/// route does), a `POST` or `PUT` echoes its body, anything else is `200 ok`.
+/// route does), a `POST` or `PUT` echoes its body, [`BLOCK_PATH`] blocks its
+/// thread, anything else is `200 ok`.
 pub fn app() -> AppFactory {
     actix_service::boxed::factory(fn_service(|mut request: Request| async move {
         if matches!(request.method(), &Method::POST | &Method::PUT) {
@@ -153,6 +178,13 @@ pub fn app() -> AppFactory {
                 }
             }
             return Ok(Response::with_body(StatusCode::OK, body).map_into_boxed_body());
+        }
+        if request.path() == BLOCK_PATH {
+            // Holds the worker's thread, as a handler doing blocking work
+            // by mistake (or the operating system descheduling it) would.
+            BLOCKING.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(BLOCK);
+            return Ok(Response::with_body(StatusCode::OK, "unblocked").map_into_boxed_body());
         }
         if request.method() == Method::GET && request.path() == STREAM_PATH {
             let (head, _) = stream_head(request.head()).into_parts();
@@ -181,6 +213,7 @@ pub fn config() -> Config {
         keep_alive: TIMEOUT,
         send_timeout: Duration::from_secs(30),
         shutdown_grace: Duration::from_secs(10),
+        stream_threads: 1,
     }
 }
 

@@ -7,3 +7,4 @@ mod hand_over;
 mod helpers;
 mod limits;
 mod properties;
+mod stream_runtime;
