@@ -566,6 +566,21 @@ async fn a_slow_subscriber_is_cut_off_without_slowing_anyone() {
         let message = format!("{i}:{big}");
         let outcome = cluster.publish("flood", &message).await;
         published.record(message, outcome);
+        // The healthy reader stays within half a queue of the publisher,
+        // so only the stuck one can fall a whole queue behind: on a busy
+        // machine a publisher flat out could outrun a reader that does
+        // read, and that reader would rightly be cut off too.
+        if i >= 8 {
+            let caught_up = wait_until(PATIENCE, || async {
+                healthy.with(|s| s.events.len()) > i - 8
+            })
+            .await;
+            assert!(
+                caught_up,
+                "the healthy subscriber stopped at event {}",
+                i - 8
+            );
+        }
     }
     assert_eq!(
         published.stored.len(),
