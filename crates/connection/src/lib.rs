@@ -2,9 +2,12 @@
 //!
 //! Every service accepts its connections here (on actix-server). A plain
 //! `GET` of the service's stream route is answered on the connection with
-//! no per-connection buffers; any other request is handed to an actix-http
-//! service the caller builds (an actix-web app, for example). The limits a
-//! hostile client could otherwise abuse are enforced on both paths:
+//! no per-connection buffers, and its body written on one multi-thread
+//! runtime shared by all workers ([`Config::stream_threads`]), so a busy or
+//! descheduled worker holds no stream back; any other request is handed to
+//! an actix-http service the caller builds (an actix-web app, for example).
+//! The limits a hostile client could otherwise abuse are enforced on both
+//! paths:
 //!
 //! - a request head must arrive whole within [`Config::request_timeout`] of
 //!   its first byte (the first request's from accept), on every request of
@@ -27,7 +30,8 @@
 //! - request metrics get a method label from a fixed set ([`method_label`]).
 //!
 //! # Layout
-//! - [`server`]: binds, starts the workers, builds actix-http's service; [`Config`].
+//! - [`server`]: binds, starts the workers and the stream runtime, builds
+//!   actix-http's service; [`Config`].
 //! - [`route`]: what a service plugs in: the [`StreamRoute`], how its stream
 //!   ended ([`StreamEnd`]), and the request [`Observer`].
 //! - `connection`: one accepted connection, from its first byte to its close.
