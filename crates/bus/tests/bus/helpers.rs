@@ -207,3 +207,31 @@ where
         }
     }
 }
+
+/// A Redis restart costs no failed command: publishes and reads once
+/// through `config`, kills and restarts `server`, then the first publish
+/// and the first read on each connection succeed, with no retry: a
+/// connection closed by the restart is replaced before a command is
+/// written to it.
+pub(crate) async fn assert_first_commands_after_a_restart_succeed(
+    server: &mut RedisServer,
+    config: RedisConfig,
+) {
+    let ingest = connected(config.clone(), Role::Publisher).await;
+    let gateway = subscriber(config).await;
+    ingest.publish("t", "message", "before").await.unwrap();
+    gateway.head("t").await.unwrap();
+
+    // Both processes' command connections see the socket close; nothing
+    // is sent on them while Redis is away.
+    server.kill();
+    server.restart();
+    assert!(server.answers(Duration::from_secs(5)));
+    // kill() and restart() block this test's only thread; in a server the
+    // runtime keeps running and sees the close at once. Let it run.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let after = ingest.publish("t", "message", "after").await.unwrap();
+    assert_eq!(after.offset, 1);
+    assert_eq!(gateway.head("t").await.unwrap(), after);
+}

@@ -9,7 +9,8 @@ use shared_types::Position;
 use testkit::{RedisServer, wait_until};
 
 use crate::helpers::{
-    connected, eventually, next_event, offsets, raw_connection, redis_config, subscriber,
+    assert_first_commands_after_a_restart_succeed, connected, eventually, next_event, offsets,
+    raw_connection, redis_config, subscriber,
 };
 
 /// How fast a publish must fail when Redis is gone: the 1 s operation
@@ -166,25 +167,7 @@ async fn redis_killed_and_restarted_fails_publishes_fast_then_recovers_in_a_new_
 async fn after_a_redis_restart_the_first_command_on_each_connection_succeeds() {
     let mut server = RedisServer::start();
     let config = redis_config(&server);
-    let ingest = publisher(config.clone()).await;
-    let gateway = subscriber(config).await;
-    ingest.publish("t", "message", "before").await.unwrap();
-    gateway.head("t").await.unwrap();
-
-    // Both processes' command connections see the socket close; nothing
-    // is sent on them while Redis is away.
-    server.kill();
-    server.restart();
-    assert!(server.answers(Duration::from_secs(5)));
-    // kill() and restart() block this test's only thread; in a server the
-    // runtime keeps running and sees the close at once. Let it run.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-
-    // No retry here: a closed connection is replaced before a command is
-    // written to it, so neither a publish nor a read fails on it.
-    let after = ingest.publish("t", "message", "after").await.unwrap();
-    assert_eq!(after.offset, 1);
-    assert_eq!(gateway.head("t").await.unwrap(), after);
+    assert_first_commands_after_a_restart_succeed(&mut server, config).await;
 }
 
 #[tokio::test]

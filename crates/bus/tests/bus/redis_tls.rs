@@ -10,7 +10,10 @@ use bus::{Bus, Error, RedisConfig, RedisMode, RedisTls, Role, TlsFile, TlsFiles}
 use shared_types::Position;
 use testkit::{Certificates, ClientAuth, RedisCluster, RedisServer};
 
-use crate::helpers::{cluster_config, connected, next_event, redis_config, subscriber};
+use crate::helpers::{
+    assert_first_commands_after_a_restart_succeed, cluster_config, connected, next_event,
+    redis_config, subscriber,
+};
 
 /// How long a bus refused by the server is given to (wrongly) become
 /// ready; a refused handshake fails in milliseconds.
@@ -177,26 +180,12 @@ async fn a_plain_server_is_refused_saying_it_does_not_speak_tls() {
 
 #[tokio::test]
 async fn after_a_tls_redis_restart_the_first_command_on_each_connection_succeeds() {
+    // A TLS connection's end is noticed like a plain one's (the plain
+    // variant of this test is in `redis_outages`).
     let certificates = Certificates::generate();
     let mut server = RedisServer::start_tls(&certificates, ClientAuth::No);
     let config = tls_config(&server, trusting(&certificates));
-    let ingest = connected(config.clone(), Role::Publisher).await;
-    let gateway = subscriber(config).await;
-    ingest.publish("t", "message", "before").await.unwrap();
-    gateway.head("t").await.unwrap();
-
-    server.kill();
-    server.restart();
-    assert!(server.answers(Duration::from_secs(5)));
-    // The runtime has to see the sockets close (see the plain variant of
-    // this test in `redis_outages`).
-    tokio::time::sleep(Duration::from_millis(100)).await;
-
-    // A TLS connection's end is noticed like a plain one's: it is replaced
-    // before a command is written to it.
-    let after = ingest.publish("t", "message", "after").await.unwrap();
-    assert_eq!(after.offset, 1);
-    assert_eq!(gateway.head("t").await.unwrap(), after);
+    assert_first_commands_after_a_restart_succeed(&mut server, config).await;
 }
 
 #[tokio::test]
