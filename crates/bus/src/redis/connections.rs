@@ -26,8 +26,8 @@ use ::redis::aio::{ConnectionLike, MultiplexedConnection};
 use ::redis::cluster::ClusterClient;
 use ::redis::cluster_async::ClusterConnection;
 use ::redis::{
-    AsyncConnectionConfig, Cmd, ConnectionInfo, ErrorKind, IntoConnectionInfo as _, Pipeline,
-    RedisError, RedisFuture, RedisResult, Value,
+    AsyncConnectionConfig, Cmd, ConnectionInfo, ErrorKind, Pipeline, RedisError, RedisFuture,
+    RedisResult, Value,
 };
 use futures_util::FutureExt as _;
 use futures_util::future::{BoxFuture, Shared};
@@ -181,19 +181,16 @@ impl Connections {
     /// Checks the URL (`url` is its masked form, for the error); connects
     /// nothing yet.
     pub(super) fn new(config: &RedisConfig, url: &str) -> Result<Self, Error> {
-        let target =
-            match config.mode {
-                RedisMode::Single => Target::Single {
-                    info: Box::new(config.url.as_str().into_connection_info().map_err(|e| {
-                        Error::Unavailable(format!("invalid Redis URL {url}: {e}"))
-                    })?),
-                    tls: config.tls.clone(),
-                },
-                RedisMode::Cluster => Target::Cluster(Box::new(cluster::client(
-                    config,
-                    None::<tokio::sync::mpsc::UnboundedSender<::redis::PushInfo>>,
-                )?)),
-            };
+        let target = match config.mode {
+            RedisMode::Single => Target::Single {
+                info: Box::new(socket::address(config, url)?),
+                tls: config.tls.clone(),
+            },
+            RedisMode::Cluster => Target::Cluster(Box::new(cluster::client(
+                config,
+                None::<tokio::sync::mpsc::UnboundedSender<::redis::PushInfo>>,
+            )?)),
+        };
         let connection_config =
             AsyncConnectionConfig::new().set_response_timeout(Some(config.response_timeout));
         Ok(Self {

@@ -49,9 +49,7 @@ use std::time::Duration;
 
 use ::redis::aio::{PubSub, PubSubSink, PubSubStream};
 use ::redis::cluster_async::ClusterConnection;
-use ::redis::{
-    ConnectionInfo, IntoConnectionInfo as _, Msg, PushInfo, PushKind, RedisResult, Value,
-};
+use ::redis::{ConnectionInfo, Msg, PushInfo, PushKind, RedisResult, Value};
 use futures_util::StreamExt;
 use shared_types::{Position, Sequence};
 use tokio::sync::mpsc;
@@ -259,14 +257,7 @@ impl Relay {
         })?;
         let single = match store.config.mode {
             super::RedisMode::Single => Some((
-                store
-                    .config
-                    .url
-                    .as_str()
-                    .into_connection_info()
-                    .map_err(|e| {
-                        Error::Unavailable(format!("invalid Redis URL {}: {e}", store.url))
-                    })?,
+                socket::address(&store.config, &store.url)?,
                 store.config.tls.clone(),
             )),
             super::RedisMode::Cluster => {

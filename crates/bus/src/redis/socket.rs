@@ -5,17 +5,31 @@
 //! way, and the caller keeps the connection's driver (the command
 //! connections watch it to notice a closed socket).
 
-use ::redis::{ConnectionAddr, ConnectionInfo, ErrorKind, RedisError, RedisResult};
+use ::redis::{
+    ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo as _, RedisError, RedisResult,
+};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::RedisConfig;
 use super::tls::RedisTls;
+use crate::error::Error;
 
 /// What a connection reads and writes: any of the three streams.
 pub(super) trait Socket: AsyncRead + AsyncWrite + Send + Unpin {}
 
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Socket for T {}
+
+/// Single mode's Redis, from `config.url`; `masked` is the URL as errors
+/// show it (password hidden).
+pub(super) fn address(config: &RedisConfig, masked: &str) -> Result<ConnectionInfo, Error> {
+    config
+        .url
+        .as_str()
+        .into_connection_info()
+        .map_err(|e| Error::Unavailable(format!("invalid Redis URL {masked}: {e}")))
+}
 
 /// Connects to `info`'s address; for `rediss://`, runs the TLS handshake
 /// with `tls`. Callers bound the whole connection (this and Redis's own
