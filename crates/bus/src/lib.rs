@@ -124,11 +124,12 @@ impl Bus {
 
     /// A live feed of `topic` for a reader with no cursor, and the position
     /// it starts after: every event after that position arrives on the
-    /// feed, so no replay is needed. Where this process already follows the
-    /// topic, the position is the last event the feed carried and nothing
-    /// is read from the engine; otherwise it is the head read just after
-    /// subscribing (events published in between arrive on the feed and are
-    /// at or below it).
+    /// feed, so no replay is needed (events at or below it may arrive too,
+    /// and are to be skipped). The Redis engine answers from the topic's
+    /// feed in this process: the last event it carried, or before any, the
+    /// head it read once on starting to follow the topic, shared by every
+    /// reader joining it. So a crowd arriving at a topic, quiet or busy,
+    /// costs Redis one head read per process, not one per reader.
     pub async fn subscribe_at_head(&self, topic: &str) -> Result<(Subscription, Position), Error> {
         match self {
             Bus::Memory(engine) => engine.subscribe_at_head(topic),

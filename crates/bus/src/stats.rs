@@ -25,8 +25,10 @@ pub struct BusStats {
     pub duplicates_dropped: u64,
     /// Live messages or history entries that could not be decoded.
     pub corrupt_messages: u64,
-    /// Fresh subscribers whose starting position came from the live feed
-    /// in this process rather than from a head read in Redis.
+    /// Fresh subscribers whose starting position came from the topic's
+    /// feed in this process (its last event, or the one head read its
+    /// activation made for every subscriber joining it) rather than from a
+    /// head read of their own in Redis.
     pub local_heads: u64,
     /// Cluster mode: topics subscribed again on a node outside a
     /// reconnect (a slot moved, a node came back), each followed by a

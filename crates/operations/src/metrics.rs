@@ -234,7 +234,7 @@ impl Metrics {
             ),
             (
                 "es_bus_local_heads",
-                "Fresh streams started from the live feed without reading Redis",
+                "Fresh streams started from their gateway's own feed of the topic, without a Redis read of their own",
                 stats.local_heads,
             ),
             (

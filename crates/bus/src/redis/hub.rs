@@ -8,6 +8,51 @@
 //! then ask the relay to reconcile that topic. The relay compares the map
 //! with what the connection is subscribed to and sends SUBSCRIBE or
 //! UNSUBSCRIBE, so requests can never be applied in the wrong order.
+//!
+//! # A fresh subscriber's start, without asking Redis
+//! A subscriber with no cursor needs the position its subscription starts
+//! after: every event after it must arrive on its receiver, none at or
+//! below it needs to. The feed answers that from its `last` and the one
+//! head read its activation made, so a crowd arriving at a topic costs
+//! Redis one head read per process, however quiet the topic.
+//! - The relay activates a feed after Redis confirmed its SUBSCRIBE: it
+//!   reads the head `H` and, under the hub's lock, sets `last = H` (also
+//!   [`Position::START`] for a topic with no event yet) and turns the feed
+//!   active. Before that it sends nothing on the feed, and after it only
+//!   events classified against `last` ([`Position::sequence`]): an event
+//!   published between the SUBSCRIBE and the read is in `H` and arrives
+//!   at or below it, so it is dropped as a duplicate; any event after `H`
+//!   was published after the read, so it arrives on pub/sub (or a refill)
+//!   and goes out. Nothing after `START` is ever a duplicate, so `last =
+//!   START` drops nothing: delivery is what it was with no base at all.
+//! - A subscriber that joined before the activation made its receiver
+//!   then, so it gets every event sent on the feed: exactly those after
+//!   `H`, which it takes from [`Activation::Active`]. Every subscriber
+//!   that arrived while the read was in flight shares it.
+//! - A subscriber that joins an active feed reads `last` under the same
+//!   lock as its receiver is made: events sent before are at or below
+//!   `last`, events sent after reach the receiver.
+//! - When the activation could not read the head, the feed has no base
+//!   (`last` is `None`, and the first message sets it), and a fresh
+//!   subscriber reads the head itself. An empty one becomes the base
+//!   ([`Hub::learnt_head`] says when that is safe), so a crowd at a quiet
+//!   topic still costs one read that succeeds; a non-empty one cannot.
+//! - `last` moves only with what the feed sends, so it cannot be stale
+//!   while the feed delivers what Redis holds. Where the feed may have
+//!   missed events (pub/sub was down, a cluster node came back), the relay
+//!   refills it from the stream after `last` before anyone can read a
+//!   newer one; from `START`, that is the whole history created meanwhile.
+//!   A refill that finds `last`'s epoch gone (Redis restarted empty, the
+//!   topic expired or was reset) moves `last` to where the new history
+//!   starts, so later subscribers start in the epoch that exists. A feed
+//!   dropped with its last subscriber takes its `last` with it: a new
+//!   feed reads the head again.
+//! - One case remains where `last` is older than Redis's truth: a topic
+//!   that expires while followed (nobody published for `history_ttl`)
+//!   keeps the old epoch's `last` until its next event. A subscriber that
+//!   joins in between starts in the old epoch, and the next event (of a
+//!   new one) sends it to replay, which answers `epoch-changed`. A topic
+//!   with no event yet cannot expire, so its `START` is never stale so.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -34,13 +79,66 @@ pub(super) struct Feed {
     /// Tells a release which feed it belongs to, should the topic have been
     /// dropped and subscribed again in between.
     pub(super) generation: u64,
-    /// The newest position delivered, the base of gap detection. `None`
-    /// only when the head could not be read at activation; the first
-    /// message then sets it.
+    /// The newest position delivered, the base of gap detection: set at
+    /// activation to the head read then, [`Position::START`] included (a
+    /// topic with no event yet), and moved by every event sent. `None`
+    /// only when the head could not be read at activation and no event
+    /// has come since; the first message then sets it.
+    ///
+    /// It is also the start of every fresh subscriber that joins the
+    /// active feed (see [`Hub::subscribe`]), so a crowd arriving at a
+    /// quiet topic costs Redis the one head read of the activation. Why
+    /// that is exact, and when it moves, is in the module docs.
     pub(super) last: Option<Position>,
-    /// False until the relay has confirmed SUBSCRIBE and read the head;
-    /// `subscribe` waits for true, the relay delivers nothing before it.
-    pub(super) active: watch::Sender<bool>,
+    /// [`Activation::Pending`] until the relay has confirmed SUBSCRIBE and
+    /// read the head; `subscribe` waits for it, the relay delivers nothing
+    /// before it.
+    pub(super) active: watch::Sender<Activation>,
+    /// Refills the relay skipped because `last` was `None`: events pub/sub
+    /// did not deliver may be in the history unseen, so a head read begun
+    /// before one must not become the base (see [`Hub::learnt_head`]).
+    pub(super) refills_skipped: u64,
+}
+
+impl Feed {
+    pub(super) fn is_active(&self) -> bool {
+        self.active.borrow().is_active()
+    }
+}
+
+/// Where a feed stands with the relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Activation {
+    /// The relay has not confirmed SUBSCRIBE and read the head yet.
+    Pending,
+    /// Delivering. `head` is what the activation read (`None`: it could
+    /// not be read): the start of every subscriber that joined before, the
+    /// one head read they all share.
+    Active { head: Option<Position> },
+}
+
+impl Activation {
+    pub(super) fn is_active(self) -> bool {
+        matches!(self, Activation::Active { .. })
+    }
+}
+
+/// Where a new subscription starts, as its feed knows it.
+pub(crate) enum Start {
+    /// After this position: exactly the events after it arrive.
+    Known(Position),
+    /// The feed has no base (its activation could not read the head, and
+    /// no event came since): the caller reads the head itself and hands it
+    /// back with [`Hub::learnt_head`].
+    Unknown(Ticket),
+}
+
+/// What [`Hub::learnt_head`] checks a head read against: the feed it was
+/// read for, and whether a refill was skipped since.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ticket {
+    generation: u64,
+    refills_skipped: u64,
 }
 
 /// Per-topic fan-out for this process, shared by the engine, the release
@@ -117,19 +215,20 @@ impl Hub {
     /// waiting: the caller (the gateway) answers 503 and the client retries,
     /// which beats holding requests open for an outage of unknown length.
     ///
-    /// Also returns the feed's last delivered position when the feed was
-    /// already active: the subscription then carries exactly the events
-    /// after it.
+    /// Also returns where the subscription starts (it carries exactly the
+    /// events after that): the feed's `last` when the feed was already
+    /// active, the head its activation read when it was not; unknown only
+    /// when the activation could not read the head and no event came since.
     pub(crate) async fn subscribe(
         self: &Arc<Self>,
         topic: &str,
-    ) -> Result<(Subscription, Option<Position>), Error> {
+    ) -> Result<(Subscription, Start), Error> {
         if !self.connected.load(Ordering::Acquire) {
             return Err(Error::Unavailable(
                 "Redis pub/sub connection is down; reconnecting".into(),
             ));
         }
-        let (subscription, mut active, created, last) = {
+        let (subscription, mut active, created, last, ticket) = {
             let mut feeds = self.lock();
             let created = !feeds.contains_key(topic);
             if created && feeds.len() >= self.max_topics {
@@ -144,7 +243,8 @@ impl Hub {
                         subscribers: 0,
                         generation: self.generations.fetch_add(1, Ordering::Relaxed),
                         last: None,
-                        active: watch::channel(false).0,
+                        active: watch::channel(Activation::Pending).0,
+                        refills_skipped: 0,
                     },
                 );
             }
@@ -161,22 +261,65 @@ impl Hub {
             let subscription = Subscription::new(receiver, Some(release));
             let active = feed.active.subscribe();
             // An active feed's `last` is the newest event its sender has
-            // carried, read under the same lock as the receiver was made:
-            // this receiver gets exactly the events after it.
-            let last = if *active.borrow() { feed.last } else { None };
+            // carried (or the head its activation read, before any), read
+            // under the same lock as the receiver was made: this receiver
+            // gets exactly the events after it.
+            let last = feed.is_active().then_some(feed.last);
+            let ticket = Ticket {
+                generation,
+                refills_skipped: feed.refills_skipped,
+            };
             if created {
                 let _ = self.reconcile.send(topic);
             }
-            (subscription, active, created, last)
+            (subscription, active, created, last, ticket)
         };
+        let start = |head: Option<Position>| head.map_or(Start::Unknown(ticket), Start::Known);
+        if let Some(last) = last {
+            return Ok((subscription, start(last)));
+        }
         debug!(%topic, created, "waiting for the relay to confirm a subscription");
         // Dropping `subscription` on any error below releases it again.
-        match tokio::time::timeout(self.confirm_timeout, active.wait_for(|active| *active)).await {
-            Ok(Ok(_)) => Ok((subscription, last)),
+        match tokio::time::timeout(
+            self.confirm_timeout,
+            active.wait_for(|active| active.is_active()),
+        )
+        .await
+        {
+            // Joined before the activation: nothing was sent on the feed
+            // before it, and everything sent after is past the head it
+            // read, so that head is this receiver's exact start too.
+            Ok(Ok(activation)) => match *activation {
+                Activation::Active { head } => Ok((subscription, start(head))),
+                Activation::Pending => Ok((subscription, start(None))),
+            },
             Ok(Err(_)) => Err(Error::Unavailable(
                 "the bus shut down before the subscription was confirmed".into(),
             )),
             Err(_) => Err(Error::Timeout(self.confirm_timeout)),
+        }
+    }
+
+    /// A head a subscriber read itself, for want of one known to its feed
+    /// (see [`Start::Unknown`]). An empty one ([`Position::START`]) becomes
+    /// the feed's base, so the rest of a crowd at a quiet topic takes it
+    /// without asking Redis, provided the feed still has none and no refill
+    /// was skipped since the subscriber joined: then every event after
+    /// `START` is either still on its way on pub/sub or will be refilled
+    /// from `START`, and nothing is dropped as at or below it. Any other
+    /// head is not kept: subscribers that read older heads are owed the
+    /// events between, which a higher base would drop as duplicates.
+    pub(crate) fn learnt_head(&self, topic: &str, ticket: Ticket, head: Position) {
+        if head != Position::START {
+            return;
+        }
+        let mut feeds = self.lock();
+        if let Some(feed) = feeds.get_mut(topic)
+            && feed.generation == ticket.generation
+            && feed.refills_skipped == ticket.refills_skipped
+            && feed.last.is_none()
+        {
+            feed.last = Some(head);
         }
     }
 

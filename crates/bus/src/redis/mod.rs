@@ -49,7 +49,7 @@ use shared_types::Position;
 use tokio_util::sync::CancellationToken;
 
 use self::backoff::Backoff;
-use self::hub::Hub;
+use self::hub::{Hub, Start};
 use self::relay::Relay;
 use self::store::Store;
 pub use self::tls::RedisTls;
@@ -389,14 +389,25 @@ impl RedisEngine {
     }
 
     /// See [`Bus::subscribe_at_head`](crate::Bus::subscribe_at_head).
+    ///
+    /// The start comes from the topic's feed in this process (its last
+    /// event, or the head its activation read once for everyone joining
+    /// it), counted as a local head; Redis is asked only when the feed has
+    /// no base (that read failed, and no event came since). See the hub's
+    /// module docs for why the feed's start is exact.
     pub async fn subscribe_at_head(&self, topic: &str) -> Result<(Subscription, Position), Error> {
-        let (subscription, last) = self.hub()?.subscribe(topic).await?;
-        let head = match last {
-            Some(last) => {
+        let hub = self.hub()?;
+        let (subscription, start) = hub.subscribe(topic).await?;
+        let head = match start {
+            Start::Known(start) => {
                 Counters::add(&self.store.counters.local_heads, 1);
-                last
+                start
             }
-            None => self.store.head(topic).await?,
+            Start::Unknown(ticket) => {
+                let head = self.store.head(topic).await?;
+                hub.learnt_head(topic, ticket, head);
+                head
+            }
         };
         Ok((subscription, head))
     }

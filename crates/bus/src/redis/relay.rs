@@ -59,13 +59,13 @@ use tracing::{debug, info, warn};
 
 use super::backoff::Backoff;
 use super::cluster;
-use super::hub::{Hub, deliver, feed_mut};
+use super::hub::{Activation, Hub, deliver, feed_mut};
 use super::schema;
 use super::socket;
 use super::store::Store;
 use super::tls::{self, RedisTls};
 use crate::error::Error;
-use crate::replay::Slice;
+use crate::replay::{ResetReason, Slice};
 use crate::stats::Counters;
 
 /// Most channels named in one SUBSCRIBE, so resubscribing thousands of
@@ -442,7 +442,7 @@ impl Relay {
                 .hub
                 .lock()
                 .get(topic)
-                .map(|feed| (*feed.active.borrow(), feed.generation));
+                .map(|feed| (feed.is_active(), feed.generation));
             match state {
                 None => {}
                 Some((false, generation)) => self.activate(topic, generation).await?,
@@ -452,8 +452,10 @@ impl Relay {
         Ok(())
     }
 
-    /// Sets a new feed's base to the topic's head and lets its subscribers
-    /// return. Events up to the head are the subscriber's own replay's job.
+    /// Sets a new feed's base to the topic's head ([`Position::START`] for
+    /// a topic with no event yet) and lets its subscribers return, each
+    /// starting after that head (see the hub's module docs). Events up to
+    /// the head are a resuming subscriber's own replay's job.
     async fn activate(&self, topic: &Arc<str>, generation: u64) -> Result<(), Stop> {
         let head = match self.store_call("read head", self.store.head(topic)).await {
             Ok(head) => Some(head),
@@ -469,8 +471,8 @@ impl Relay {
         if let Some(feed) = feeds.get_mut(topic)
             && feed.generation == generation
         {
-            feed.last = head.filter(|head| !head.epoch.is_none());
-            feed.active.send_replace(true);
+            feed.last = head;
+            feed.active.send_replace(Activation::Active { head });
         }
         Ok(())
     }
@@ -489,12 +491,14 @@ impl Relay {
     /// Delivers what `topic`'s feed missed, read from the stream. `live` is
     /// the message that revealed the gap, not counted as refilled.
     async fn refill(&self, topic: &Arc<str>, live: Option<Position>) -> Result<(), Stop> {
-        let Some((last, generation)) = self
-            .hub
-            .lock()
-            .get(topic)
-            .and_then(|feed| Some((feed.last?, feed.generation)))
-        else {
+        let Some((last, generation)) = self.hub.lock().get_mut(topic).and_then(|feed| {
+            if feed.last.is_none() {
+                // Nothing to refill after; a head read begun before this
+                // cannot become the base (see `Hub::learnt_head`).
+                feed.refills_skipped += 1;
+            }
+            Some((feed.last?, feed.generation))
+        }) else {
             return Ok(());
         };
         let replay = match self
@@ -520,6 +524,15 @@ impl Relay {
         else {
             return Ok(());
         };
+        if replay.reset == Some(ResetReason::EpochChanged) {
+            // `last`'s epoch is gone (Redis restarted empty, the topic
+            // expired or was reset): the base moves to where the history
+            // that exists starts, `START` when there is none, so that a
+            // fresh subscriber taking `last` starts in it, not in an epoch
+            // whose next event would send it to replay and a reset.
+            // Subscribers of the old epoch still see the jump and replay.
+            feed.last = Some(replay.start);
+        }
         for event in replay.events {
             if event.position.sequence(feed.last) == Sequence::Duplicate {
                 continue;
@@ -720,7 +733,7 @@ impl Relay {
             let Some((topic, feed)) = feed_mut(&mut feeds, topic) else {
                 return Ok(());
             };
-            if !*feed.active.borrow() {
+            if !feed.is_active() {
                 // Not confirmed yet: whatever this is, the head read at
                 // activation (and the reader's replay) covers it.
                 return Ok(());
@@ -778,7 +791,7 @@ impl Relay {
             .hub
             .lock()
             .get(&topic)
-            .is_some_and(|feed| *feed.active.borrow());
+            .is_some_and(|feed| feed.is_active());
         if active {
             self.refill(&topic, None).await?;
         }
@@ -825,7 +838,7 @@ impl Relay {
             for topic in batch {
                 match (feeds.get(&topic), session.subscribed.contains(&topic)) {
                     (Some(_), false) => join.push(topic),
-                    (Some(feed), true) if !*feed.active.borrow() => pending.push(topic),
+                    (Some(feed), true) if !feed.is_active() => pending.push(topic),
                     (None, true) => leave.push(topic),
                     _ => {}
                 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bus::{Error, IdempotencyPolicy, Published, Recv, ResetReason, Slice};
-use shared_types::{Epoch, Position};
+use shared_types::{Epoch, Position, Sequence};
 
 use crate::helpers::{Kind, Sizes, next_event, offsets};
 
@@ -53,6 +53,7 @@ for_each_engine!(
     a_subscriber_dropped_and_replaced_keeps_receiving,
     event_data_survives_any_content,
     fresh_subscribers_start_at_the_head_and_miss_nothing_after_it,
+    a_crowd_at_a_quiet_topic_starts_before_its_first_event_and_misses_nothing_as_it_turns_busy,
     a_retry_with_the_same_key_replays_the_first_position_and_sends_nothing,
     the_same_key_with_another_request_is_refused_and_stores_nothing,
     keys_belong_to_their_topic,
@@ -419,8 +420,75 @@ async fn fresh_subscribers_start_at_the_head_and_miss_nothing_after_it(kind: Kin
         assert!(subscription.try_recv().is_none());
     }
     if let Kind::Redis | Kind::RedisCluster = kind {
-        // The topic was live in this process: no head was read from Redis.
-        assert_eq!(engine.bus.stats().local_heads, joins);
+        // No subscriber read the head from Redis: the first took the one
+        // its feed read on activation, the others the feed's last event.
+        assert_eq!(engine.bus.stats().local_heads, joins + 1);
+    }
+}
+
+async fn a_crowd_at_a_quiet_topic_starts_before_its_first_event_and_misses_nothing_as_it_turns_busy(
+    kind: Kind,
+) {
+    let engine = kind.start(Sizes::default()).await;
+    // A crowd arrives at a topic with no event yet, all at once: the first
+    // makes the topic's feed, the others join while it is being set up.
+    const CROWD: usize = 50;
+    let crowd =
+        futures_util::future::join_all((0..CROWD).map(|_| engine.bus.subscribe_at_head("q"))).await;
+    let mut joined = Vec::new();
+    for result in crowd {
+        let (subscription, start) = result.unwrap();
+        assert_eq!(start, Position::START);
+        joined.push((subscription, start));
+    }
+    // Later ones join while the topic turns busy, racing live delivery.
+    const EVENTS: u64 = 100;
+    let (batch_done, mut batches) = tokio::sync::mpsc::channel::<()>(1);
+    let (joined_one, mut joins) = tokio::sync::mpsc::channel::<()>(1);
+    let publisher = engine.publisher.clone();
+    let publishing = tokio::spawn(async move {
+        for i in 1..=EVENTS {
+            publisher
+                .publish("q", "message", &i.to_string())
+                .await
+                .unwrap();
+            if i % 10 == 5 {
+                batch_done.send(()).await.unwrap();
+                joins.recv().await.unwrap();
+            }
+        }
+    });
+    while batches.recv().await.is_some() {
+        joined.push(engine.bus.subscribe_at_head("q").await.unwrap());
+        joined_one.send(()).await.unwrap();
+    }
+    publishing.await.unwrap();
+    let head = engine.bus.head("q").await.unwrap();
+    assert_eq!(head.offset, EVENTS);
+    for (mut subscription, start) in joined.drain(..) {
+        // The first event follows the start exactly: a gateway would
+        // neither replay nor reset.
+        let first = next_event(&mut subscription).await;
+        assert_eq!(
+            first.position.sequence(Some(start)),
+            Sequence::Next,
+            "subscriber from {start:?} got {:?} first",
+            first.position
+        );
+        let mut expected = start.offset + 1;
+        assert_eq!(first.position.offset, expected);
+        while expected < EVENTS {
+            expected += 1;
+            let event = next_event(&mut subscription).await;
+            assert_eq!(event.position, Position::new(head.epoch, expected));
+            assert_eq!(event.data, expected.to_string());
+        }
+        assert!(subscription.try_recv().is_none());
+    }
+    if let Kind::Redis | Kind::RedisCluster = kind {
+        // Not one of them read the head from Redis: the crowd shared the
+        // one read of the feed's activation, the rest took the feed's.
+        assert_eq!(engine.bus.stats().local_heads, CROWD as u64 + EVENTS / 10);
     }
 }
 

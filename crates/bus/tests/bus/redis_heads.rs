@@ -1,0 +1,253 @@
+//! Where a fresh subscriber starts, and what it costs Redis: one head read
+//! per topic per process (counted in the test's own Redis's `INFO
+//! commandstats`), and a start that stays true when the feed missed events
+//! or Redis lost them.
+
+use std::time::Duration;
+
+use bus::{Bus, RedisConfig, Role};
+use futures_util::future::join_all;
+use shared_types::{Epoch, Position, Sequence};
+use testkit::{RedisServer, wait_until};
+
+use crate::helpers::{connected, next_event, offsets, raw_connection, redis_config, subscriber};
+
+/// Head reads Redis served since its stats were last reset: `Store::head`
+/// is the engine's only `HMGET` outside its scripts. Redis counts the
+/// commands a script calls too, and the publish and replay scripts call
+/// `HMGET`: count only across steps that publish and replay nothing.
+async fn head_reads(operator: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(operator)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|line| line.strip_prefix("cmdstat_hmget:calls="))
+        .map_or(0, |rest| {
+            rest.split(',')
+                .next()
+                .and_then(|calls| calls.parse().ok())
+                .expect("a call count")
+        })
+}
+
+async fn reset_stats(operator: &mut redis::aio::MultiplexedConnection) {
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(operator)
+        .await
+        .unwrap();
+}
+
+async fn publisher(config: RedisConfig) -> Bus {
+    connected(config, Role::Publisher).await
+}
+
+#[tokio::test]
+async fn a_crowd_at_a_quiet_topic_costs_redis_one_head_read() {
+    let server = RedisServer::start();
+    let gateway = subscriber(redis_config(&server)).await;
+    let mut operator = raw_connection(&server).await;
+    reset_stats(&mut operator).await;
+
+    // 200 at once (all but the first join while the feed is being set
+    // up), then 100 one after the other, on a topic with no event yet.
+    let mut joined = join_all((0..200).map(|_| gateway.subscribe_at_head("quiet"))).await;
+    for _ in 0..100 {
+        joined.push(gateway.subscribe_at_head("quiet").await);
+    }
+    for result in &joined {
+        assert_eq!(result.as_ref().unwrap().1, Position::START);
+    }
+    assert_eq!(head_reads(&mut operator).await, 1);
+    assert_eq!(gateway.stats().local_heads, 300);
+
+    // Another quiet topic costs its own one read.
+    let others = join_all((0..50).map(|_| gateway.subscribe_at_head("other"))).await;
+    assert!(others.iter().all(|other| other.is_ok()));
+    assert_eq!(head_reads(&mut operator).await, 2);
+
+    // The first event reaches all 300, and the next fresh subscriber
+    // starts after it, still from the feed.
+    let first = gateway.publish("quiet", "message", "1").await.unwrap();
+    for result in joined {
+        let (mut subscription, _) = result.unwrap();
+        assert_eq!(next_event(&mut subscription).await.position, first);
+    }
+    let (_late, start) = gateway.subscribe_at_head("quiet").await.unwrap();
+    assert_eq!(start, first);
+    assert_eq!(gateway.stats().local_heads, 300 + 50 + 1);
+}
+
+#[tokio::test]
+async fn events_stored_while_pubsub_was_down_reach_a_quiet_topics_feed_and_move_its_start() {
+    let server = RedisServer::start();
+    let config = redis_config(&server);
+    let prefix = config.key_prefix.clone();
+    let gateway = subscriber(config).await;
+    let (mut early, start) = gateway.subscribe_at_head("q").await.unwrap();
+    assert_eq!(start, Position::START);
+    // Kill our pub/sub connection and create the topic's history with
+    // events 1 and 2 in one transaction: the relay cannot have seen them
+    // live, so only a refill from the feed's START can deliver them, and
+    // only that refill moves the start of the next fresh subscriber.
+    let epoch = "quiet1";
+    let mut raw = raw_connection(&server).await;
+    let mut transaction = redis::pipe();
+    transaction
+        .atomic()
+        .cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .ignore()
+        .cmd("HSET")
+        .arg(format!("{prefix}:{{q}}:meta"))
+        .arg("epoch")
+        .arg(epoch)
+        .arg("offset")
+        .arg(2)
+        .ignore();
+    for offset in [1, 2] {
+        transaction
+            .cmd("XADD")
+            .arg(format!("{prefix}:{{q}}:stream"))
+            .arg(format!("{offset}-0"))
+            .arg("type")
+            .arg("message")
+            .arg("data")
+            .arg(offset.to_string())
+            .ignore();
+    }
+    let _: () = transaction.query_async(&mut raw).await.unwrap();
+    let events = [next_event(&mut early).await, next_event(&mut early).await];
+    assert_eq!(offsets(&events), [1, 2]);
+    let epoch = Epoch::parse(epoch).unwrap();
+    assert_eq!(events[0].position.epoch, epoch);
+    let stats = gateway.stats();
+    assert_eq!(
+        (stats.reconnects, stats.gaps_refilled, stats.refilled_events),
+        (1, 1, 2)
+    );
+
+    reset_stats(&mut raw).await;
+    let (mut late, start) = gateway.subscribe_at_head("q").await.unwrap();
+    assert_eq!(start, Position::new(epoch, 2));
+    assert_eq!(head_reads(&mut raw).await, 0);
+    let third = gateway.publish("q", "message", "3").await.unwrap();
+    assert_eq!(third, Position::new(epoch, 3));
+    assert_eq!(next_event(&mut early).await.position, third);
+    assert_eq!(next_event(&mut late).await.position, third);
+    assert!(early.try_recv().is_none() && late.try_recv().is_none());
+}
+
+#[tokio::test]
+async fn after_redis_restarts_empty_fresh_subscribers_start_in_the_history_that_exists() {
+    let mut server = RedisServer::start();
+    let config = redis_config(&server);
+    let gateway = subscriber(config.clone()).await;
+    let ingest = publisher(config).await;
+    let (mut busy_early, _) = gateway.subscribe_at_head("busy").await.unwrap();
+    let before = ingest.publish("busy", "message", "before").await.unwrap();
+    assert_eq!(next_event(&mut busy_early).await.position, before);
+    let (mut quiet_early, start) = gateway.subscribe_at_head("quiet").await.unwrap();
+    assert_eq!(start, Position::START);
+
+    server.kill();
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            !gateway.is_ready().await
+        })
+        .await,
+        "gateway turns unready"
+    );
+    server.restart();
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            gateway.is_ready().await
+        })
+        .await,
+        "gateway ready again"
+    );
+
+    // Redis lost "busy"'s history: a subscriber joining now must start
+    // before its new first event, not after the old epoch's last one
+    // (whose next event would send a gateway's stream to replay, and its
+    // client a reset, for events it never missed). "quiet" had none to
+    // lose. Both starts come from the feeds, refilled on reconnecting.
+    let mut operator = raw_connection(&server).await;
+    reset_stats(&mut operator).await;
+    let (mut busy_late, busy_start) = gateway.subscribe_at_head("busy").await.unwrap();
+    let (mut quiet_late, quiet_start) = gateway.subscribe_at_head("quiet").await.unwrap();
+    assert_eq!(
+        (busy_start, quiet_start),
+        (Position::START, Position::START)
+    );
+    assert_eq!(head_reads(&mut operator).await, 0);
+
+    let after = ingest.publish("busy", "message", "after").await.unwrap();
+    assert_ne!(after.epoch, before.epoch);
+    let event = next_event(&mut busy_late).await;
+    assert_eq!(event.position, after);
+    assert_eq!(event.position.sequence(Some(busy_start)), Sequence::Next);
+    // The subscriber from before the crash gets it too; that its epoch
+    // changed is its own replay's to tell.
+    assert_eq!(next_event(&mut busy_early).await.position, after);
+
+    let first = ingest.publish("quiet", "message", "first").await.unwrap();
+    for subscription in [&mut quiet_early, &mut quiet_late] {
+        let event = next_event(subscription).await;
+        assert_eq!(event.position, first);
+        assert_eq!(
+            event.position.sequence(Some(Position::START)),
+            Sequence::Next
+        );
+    }
+}
+
+#[tokio::test]
+async fn when_the_feed_could_not_read_a_quiet_topics_head_the_first_empty_head_read_serves_the_rest()
+ {
+    let server = RedisServer::start();
+    let config = redis_config(&server);
+    let meta = format!("{}:{{q}}:meta", config.key_prefix);
+    let gateway = subscriber(config).await;
+    let mut raw = raw_connection(&server).await;
+    // A meta key of the wrong type: every head read of the topic fails,
+    // the feed's activation's included, so the feed starts with no base.
+    let _: () = redis::cmd("SET")
+        .arg(&meta)
+        .arg("not a hash")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let _holding = gateway.subscribe("q").await.unwrap();
+    assert!(gateway.subscribe_at_head("q").await.is_err());
+
+    let _: () = redis::cmd("DEL")
+        .arg(&meta)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    reset_stats(&mut raw).await;
+    let local = gateway.stats().local_heads;
+    let mut joined = vec![gateway.subscribe_at_head("q").await.unwrap()];
+    assert_eq!(head_reads(&mut raw).await, 1);
+    joined.extend(
+        join_all((0..20).map(|_| gateway.subscribe_at_head("q")))
+            .await
+            .into_iter()
+            .map(Result::unwrap),
+    );
+    assert_eq!(head_reads(&mut raw).await, 1);
+    assert_eq!(gateway.stats().local_heads, local + 20);
+
+    let first = gateway.publish("q", "message", "1").await.unwrap();
+    for (mut subscription, start) in joined {
+        assert_eq!(start, Position::START);
+        let event = next_event(&mut subscription).await;
+        assert_eq!(event.position, first);
+        assert_eq!(event.position.sequence(Some(start)), Sequence::Next);
+    }
+}
