@@ -251,3 +251,70 @@ async fn when_the_feed_could_not_read_a_quiet_topics_head_the_first_empty_head_r
         assert_eq!(event.position.sequence(Some(start)), Sequence::Next);
     }
 }
+
+/// Script calls (`EVALSHA`, and `EVAL` for a script Redis did not know)
+/// Redis served since its stats were last reset.
+async fn script_calls(operator: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(operator)
+        .await
+        .unwrap();
+    info.lines()
+        .filter_map(|line| {
+            line.strip_prefix("cmdstat_evalsha:calls=")
+                .or_else(|| line.strip_prefix("cmdstat_eval:calls="))
+        })
+        .map(|rest| rest.split(',').next().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
+#[tokio::test]
+async fn a_pubsub_reconnect_costs_redis_nothing_per_quiet_topic() {
+    const TOPICS: usize = 5_000;
+    let server = RedisServer::start();
+    let gateway = subscriber(redis_config(&server)).await;
+    let mut raw = raw_connection(&server).await;
+    let mut held = Vec::new();
+    let names: Vec<String> = (0..TOPICS).map(|i| format!("quiet{i}")).collect();
+    for chunk in names.chunks(500) {
+        let joined = join_all(chunk.iter().map(|name| gateway.subscribe_at_head(name))).await;
+        held.extend(joined.into_iter().map(Result::unwrap));
+    }
+    reset_stats(&mut raw).await;
+    let killed = std::time::Instant::now();
+    let _: () = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    // A fresh stream is refused (503) until the reconnect has caught up.
+    let mut refused = 0u64;
+    loop {
+        match gateway.subscribe_at_head("fresh").await {
+            Ok(_) if gateway.stats().reconnects == 1 => break,
+            Ok(_) => {}
+            Err(_) => refused += 1,
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(60),
+            "never reconnected"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let refused_for = killed.elapsed();
+    let scripts = script_calls(&mut raw).await;
+    eprintln!(
+        "{TOPICS} quiet topics: {scripts} script calls in the reconnect, \
+         fresh streams refused for {} ms ({refused} attempts)",
+        refused_for.as_millis()
+    );
+    // Nothing was published: a feed at START has nothing to refill. Before
+    // this change such a feed had no base and its refill was skipped.
+    assert!(
+        scripts < 10,
+        "{scripts} script calls for {TOPICS} quiet topics"
+    );
+}
