@@ -50,7 +50,7 @@ use std::time::Duration;
 use ::redis::aio::{PubSub, PubSubSink, PubSubStream};
 use ::redis::cluster_async::ClusterConnection;
 use ::redis::{ConnectionInfo, Msg, PushInfo, PushKind, RedisResult, Value};
-use futures_util::StreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use shared_types::{Position, Sequence};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -71,6 +71,12 @@ use crate::stats::Counters;
 /// Most channels named in one SUBSCRIBE, so resubscribing thousands of
 /// topics after a reconnect does not build one enormous command.
 const SUBSCRIBE_CHUNK: usize = 500;
+
+/// Topics activated or refilled at once after a (re)subscribe: enough to
+/// keep the command connection busy (concurrent commands are pipelined on
+/// it), few enough that a reconnect with many busy topics does not queue
+/// thousands of replays at Redis together.
+const CATCH_UP_IN_FLIGHT: usize = 64;
 
 /// Why a relay operation did not complete.
 #[derive(Debug)]
@@ -435,21 +441,68 @@ impl Relay {
     }
 
     /// For each topic now subscribed: a new feed learns its head and goes
-    /// active; an active one is refilled with what it missed.
+    /// active; an active one is refilled with what it missed. A feed at
+    /// [`Position::START`] (a quiet topic) is refilled only when its
+    /// topic's head shows it gained events: the heads of all such feeds
+    /// are read first, [`SUBSCRIBE_CHUNK`] to a pipeline
+    /// ([`Store::heads`]), so after a reconnect a quiet topic costs one
+    /// `HMGET`, not a snapshot script. Then up to [`CATCH_UP_IN_FLIGHT`]
+    /// topics are activated or refilled at once; the topics are
+    /// independent, and no pub/sub message is handled until all are done.
     async fn catch_up(&self, topics: &[Arc<str>]) -> Result<(), Stop> {
-        for topic in topics {
-            let state = self
-                .hub
-                .lock()
-                .get(topic)
-                .map(|feed| (feed.is_active(), feed.generation));
-            match state {
-                None => {}
-                Some((false, generation)) => self.activate(topic, generation).await?,
-                Some((true, _)) => self.refill(topic, None).await?,
+        let quiet: Vec<Arc<str>> = {
+            let feeds = self.hub.lock();
+            topics
+                .iter()
+                .filter(|topic| {
+                    feeds
+                        .get(*topic)
+                        .is_some_and(|feed| feed.is_active() && feed.last == Some(Position::START))
+                })
+                .cloned()
+                .collect()
+        };
+        let mut unchanged = HashSet::new();
+        for chunk in quiet.chunks(SUBSCRIBE_CHUNK) {
+            match self.store_call("read heads", self.store.heads(chunk)).await {
+                // Still no event: nothing to refill. One published after
+                // this read was published after the subscription was
+                // confirmed, so it arrives on pub/sub.
+                Ok(heads) => unchanged.extend(
+                    chunk
+                        .iter()
+                        .zip(heads)
+                        .filter(|(_, head)| *head == Position::START)
+                        .map(|(topic, _)| topic.clone()),
+                ),
+                Err(Stop::Shutdown) => return Err(Stop::Shutdown),
+                // Heads unknown: the refills decide (and warn if they
+                // cannot read either).
+                Err(Stop::Broken(why)) => {
+                    warn!(%why, "cannot read quiet topics' heads; refilling them")
+                }
             }
         }
-        Ok(())
+        let unchanged = &unchanged;
+        // Owned names: a closure over borrowed ones trips the compiler's
+        // proof that the relay's future is `Send`.
+        futures_util::stream::iter(topics.iter().cloned())
+            .map(|topic| async move {
+                let state = self
+                    .hub
+                    .lock()
+                    .get(&topic)
+                    .map(|feed| (feed.is_active(), feed.generation, feed.last));
+                match state {
+                    None => Ok(()),
+                    Some((false, generation, _)) => self.activate(&topic, generation).await,
+                    Some((true, _, Some(Position::START))) if unchanged.contains(&topic) => Ok(()),
+                    Some((true, _, _)) => self.refill(&topic, None).await,
+                }
+            })
+            .buffer_unordered(CATCH_UP_IN_FLIGHT)
+            .try_for_each(|()| std::future::ready(Ok(())))
+            .await
     }
 
     /// Sets a new feed's base to the topic's head ([`Position::START`] for

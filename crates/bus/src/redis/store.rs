@@ -324,6 +324,39 @@ impl Store {
         Ok(schema::parse_meta(reply)?.unwrap_or(Position::START))
     }
 
+    /// The heads of `topics`, in order, as [`Store::head`] reads each: one
+    /// pipeline of `HMGET`s in single mode; in cluster mode, where keys of
+    /// different topics live on different masters and one pipeline may
+    /// not span slots, one `HMGET` per topic, all sent at once.
+    pub(crate) async fn heads(&self, topics: &[Arc<str>]) -> Result<Vec<Position>, Error> {
+        if self.config.mode == RedisMode::Cluster {
+            return futures_util::future::try_join_all(topics.iter().map(|topic| self.head(topic)))
+                .await;
+        }
+        let replies: Vec<Value> = self
+            .run(async |c| {
+                let mut pipeline = ::redis::pipe();
+                for topic in topics {
+                    pipeline
+                        .cmd("HMGET")
+                        .arg(self.keys.meta(topic))
+                        .arg("epoch")
+                        .arg("offset");
+                }
+                pipeline.query_async(c).await
+            })
+            .await?;
+        if replies.len() != topics.len() {
+            return Err(Error::Corrupt(
+                "a pipeline of head reads returned the wrong reply count".into(),
+            ));
+        }
+        replies
+            .into_iter()
+            .map(|reply| Ok(schema::parse_meta(reply)?.unwrap_or(Position::START)))
+            .collect()
+    }
+
     /// Reads meta, the first retained id and entries from `from` in one
     /// atomic step ([`schema::SNAPSHOT_SCRIPT`]), so all three describe the
     /// same moment.
