@@ -10,7 +10,9 @@
 //! message of another epoch goes out as is: the history was recreated, and
 //! the reader's own replay reports that.
 //! After every reconnect each feed is refilled from its last position, so
-//! an outage shows up as a delay, not as a gap.
+//! an outage shows up as a delay, not as a gap; a feed at
+//! [`Position::START`] only if its topic's head, read for all such feeds in
+//! pipelines first, shows events (see [`Relay::catch_up`]).
 //!
 //! # Supervision
 //! A RESP2 pub/sub connection never reconnects by itself, and it stays
