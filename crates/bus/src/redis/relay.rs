@@ -6,9 +6,11 @@
 //! exactly what a feed should deliver next. A message at `last + 1` goes
 //! out; one at or below `last` is a duplicate and is dropped; one further
 //! ahead means pub/sub lost something, and the missing events are read from
-//! the stream and delivered first ([`Position::sequence`] classifies). A
-//! message of another epoch goes out as is: the history was recreated, and
-//! the reader's own replay reports that.
+//! the stream and delivered first ([`Position::sequence`] classifies); if
+//! that read finds the message's epoch gone from Redis, the feed moves to
+//! the history that exists and the message is dropped. A message of
+//! another epoch goes out as is: the history was recreated, and the
+//! reader's own replay reports that.
 //! After every reconnect each feed is refilled from its last position, so
 //! an outage shows up as a delay, not as a gap; a feed at
 //! [`Position::START`] only if its topic's head, read for all such feeds in
@@ -499,7 +501,7 @@ impl Relay {
                     None => Ok(()),
                     Some((false, generation, _)) => self.activate(&topic, generation).await,
                     Some((true, _, Some(Position::START))) if unchanged.contains(&topic) => Ok(()),
-                    Some((true, _, _)) => self.refill(&topic, None).await,
+                    Some((true, _, _)) => self.refill(&topic, None).await.map(drop),
                 }
             })
             .buffer_unordered(CATCH_UP_IN_FLIGHT)
@@ -544,8 +546,11 @@ impl Relay {
     }
 
     /// Delivers what `topic`'s feed missed, read from the stream. `live` is
-    /// the message that revealed the gap, not counted as refilled.
-    async fn refill(&self, topic: &Arc<str>, live: Option<Position>) -> Result<(), Stop> {
+    /// the message that revealed the gap, not counted as refilled. Says
+    /// whether the feed's epoch was found gone and the feed moved to the
+    /// history that exists (then `live`, of the gone epoch, must not go
+    /// out).
+    async fn refill(&self, topic: &Arc<str>, live: Option<Position>) -> Result<bool, Stop> {
         let Some((last, generation)) = self.hub.lock().get_mut(topic).and_then(|feed| {
             if feed.last.is_none() {
                 // Nothing to refill after; a head read begun before this
@@ -554,7 +559,7 @@ impl Relay {
             }
             Some((feed.last?, feed.generation))
         }) else {
-            return Ok(());
+            return Ok(false);
         };
         let replay = match self
             .store_call("refill", self.store.replay(topic, last, Slice::ALL))
@@ -565,7 +570,7 @@ impl Relay {
             // Deliver on: the reader sees the jump and replays by itself.
             Err(Stop::Broken(why)) => {
                 warn!(%topic, %why, "cannot refill a gap from history");
-                return Ok(());
+                return Ok(false);
             }
         };
         if let Some(reset) = replay.reset {
@@ -577,9 +582,10 @@ impl Relay {
             .get_mut(topic)
             .filter(|feed| feed.generation == generation)
         else {
-            return Ok(());
+            return Ok(false);
         };
-        if replay.reset == Some(ResetReason::EpochChanged) {
+        let epoch_gone = replay.reset == Some(ResetReason::EpochChanged);
+        if epoch_gone {
             // `last`'s epoch is gone (Redis restarted empty, the topic
             // expired or was reset): the base moves to where the history
             // that exists starts, `START` when there is none, so that a
@@ -603,7 +609,7 @@ impl Relay {
             Counters::add(&self.store.counters.refilled_events, refilled);
             debug!(%topic, refilled, "refilled a live gap from history");
         }
-        Ok(())
+        Ok(epoch_gone)
     }
 
     /// Serves one session until it breaks or shutdown; says whether it was
@@ -806,15 +812,26 @@ impl Relay {
                     Counters::add(&self.store.counters.duplicates_dropped, 1);
                     None
                 }
-                Sequence::Gap => Some((topic, decoded)),
+                Sequence::Gap => Some((topic, feed.generation, decoded)),
             }
         };
-        if let Some((topic, decoded)) = gap {
-            self.refill(&topic, Some(decoded.position)).await?;
+        if let Some((topic, generation, decoded)) = gap {
+            if self.refill(&topic, Some(decoded.position)).await? {
+                // The message's epoch is gone from Redis and the feed has
+                // moved to the history that exists: this event belongs to
+                // none a reader could replay.
+                debug!(%topic, "dropping a live message of an epoch Redis no longer holds");
+                return Ok(());
+            }
             // If the refill could not reach this event, deliver it anyway:
-            // the reader sees the jump and replays by itself.
+            // the reader sees the jump and replays by itself. Only to the
+            // feed that saw the gap: while the refill ran, its last
+            // subscriber may have left and a new feed, not yet at its
+            // head, taken the topic.
             let mut feeds = self.hub.lock();
             if let Some(feed) = feeds.get_mut(&topic)
+                && feed.generation == generation
+                && feed.is_active()
                 && decoded.position.sequence(feed.last) != Sequence::Duplicate
             {
                 deliver(feed, &topic, decoded);
