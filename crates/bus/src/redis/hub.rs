@@ -42,6 +42,11 @@
 //!   missed events (pub/sub was down, a cluster node came back), the relay
 //!   refills it from the stream after `last` before anyone can read a
 //!   newer one; from `START`, that is the whole history created meanwhile.
+//!   After a reconnect a feed at `START` is refilled only if its topic's
+//!   head has moved: the heads of all such feeds are read first,
+//!   pipelined, after their subscriptions are confirmed, so a head still
+//!   `START` means any event is later than the subscription and arrives on
+//!   pub/sub. A quiet topic costs a reconnect one `HMGET`, not a replay.
 //!   A refill that finds `last`'s epoch gone (Redis restarted empty, the
 //!   topic expired or was reset) moves `last` to where the new history
 //!   starts, so later subscribers start in the epoch that exists. A feed

@@ -6,11 +6,15 @@
 //! exactly what a feed should deliver next. A message at `last + 1` goes
 //! out; one at or below `last` is a duplicate and is dropped; one further
 //! ahead means pub/sub lost something, and the missing events are read from
-//! the stream and delivered first ([`Position::sequence`] classifies). A
-//! message of another epoch goes out as is: the history was recreated, and
-//! the reader's own replay reports that.
+//! the stream and delivered first ([`Position::sequence`] classifies); if
+//! that read finds the message's epoch gone from Redis, the feed moves to
+//! the history that exists and the message is dropped. A message of
+//! another epoch goes out as is: the history was recreated, and the
+//! reader's own replay reports that.
 //! After every reconnect each feed is refilled from its last position, so
-//! an outage shows up as a delay, not as a gap.
+//! an outage shows up as a delay, not as a gap; a feed at
+//! [`Position::START`] only if its topic's head, read for all such feeds in
+//! pipelines first, shows events (see [`Relay::catch_up`]).
 //!
 //! # Supervision
 //! A RESP2 pub/sub connection never reconnects by itself, and it stays
@@ -50,7 +54,7 @@ use std::time::Duration;
 use ::redis::aio::{PubSub, PubSubSink, PubSubStream};
 use ::redis::cluster_async::ClusterConnection;
 use ::redis::{ConnectionInfo, Msg, PushInfo, PushKind, RedisResult, Value};
-use futures_util::StreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use shared_types::{Position, Sequence};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -71,6 +75,12 @@ use crate::stats::Counters;
 /// Most channels named in one SUBSCRIBE, so resubscribing thousands of
 /// topics after a reconnect does not build one enormous command.
 const SUBSCRIBE_CHUNK: usize = 500;
+
+/// Topics activated or refilled at once after a (re)subscribe: enough to
+/// keep the command connection busy (concurrent commands are pipelined on
+/// it), few enough that a reconnect with many busy topics does not queue
+/// thousands of replays at Redis together.
+const CATCH_UP_IN_FLIGHT: usize = 64;
 
 /// Why a relay operation did not complete.
 #[derive(Debug)]
@@ -435,21 +445,68 @@ impl Relay {
     }
 
     /// For each topic now subscribed: a new feed learns its head and goes
-    /// active; an active one is refilled with what it missed.
+    /// active; an active one is refilled with what it missed. A feed at
+    /// [`Position::START`] (a quiet topic) is refilled only when its
+    /// topic's head shows it gained events: the heads of all such feeds
+    /// are read first, [`SUBSCRIBE_CHUNK`] to a pipeline
+    /// ([`Store::heads`]), so after a reconnect a quiet topic costs one
+    /// `HMGET`, not a snapshot script. Then up to [`CATCH_UP_IN_FLIGHT`]
+    /// topics are activated or refilled at once; the topics are
+    /// independent, and no pub/sub message is handled until all are done.
     async fn catch_up(&self, topics: &[Arc<str>]) -> Result<(), Stop> {
-        for topic in topics {
-            let state = self
-                .hub
-                .lock()
-                .get(topic)
-                .map(|feed| (feed.is_active(), feed.generation));
-            match state {
-                None => {}
-                Some((false, generation)) => self.activate(topic, generation).await?,
-                Some((true, _)) => self.refill(topic, None).await?,
+        let quiet: Vec<Arc<str>> = {
+            let feeds = self.hub.lock();
+            topics
+                .iter()
+                .filter(|topic| {
+                    feeds
+                        .get(*topic)
+                        .is_some_and(|feed| feed.is_active() && feed.last == Some(Position::START))
+                })
+                .cloned()
+                .collect()
+        };
+        let mut unchanged = HashSet::new();
+        for chunk in quiet.chunks(SUBSCRIBE_CHUNK) {
+            match self.store_call("read heads", self.store.heads(chunk)).await {
+                // Still no event: nothing to refill. One published after
+                // this read was published after the subscription was
+                // confirmed, so it arrives on pub/sub.
+                Ok(heads) => unchanged.extend(
+                    chunk
+                        .iter()
+                        .zip(heads)
+                        .filter(|(_, head)| *head == Position::START)
+                        .map(|(topic, _)| topic.clone()),
+                ),
+                Err(Stop::Shutdown) => return Err(Stop::Shutdown),
+                // Heads unknown: the refills decide (and warn if they
+                // cannot read either).
+                Err(Stop::Broken(why)) => {
+                    warn!(%why, "cannot read quiet topics' heads; refilling them")
+                }
             }
         }
-        Ok(())
+        let unchanged = &unchanged;
+        // Owned names: a closure over borrowed ones trips the compiler's
+        // proof that the relay's future is `Send`.
+        futures_util::stream::iter(topics.iter().cloned())
+            .map(|topic| async move {
+                let state = self
+                    .hub
+                    .lock()
+                    .get(&topic)
+                    .map(|feed| (feed.is_active(), feed.generation, feed.last));
+                match state {
+                    None => Ok(()),
+                    Some((false, generation, _)) => self.activate(&topic, generation).await,
+                    Some((true, _, Some(Position::START))) if unchanged.contains(&topic) => Ok(()),
+                    Some((true, _, _)) => self.refill(&topic, None).await.map(drop),
+                }
+            })
+            .buffer_unordered(CATCH_UP_IN_FLIGHT)
+            .try_for_each(|()| std::future::ready(Ok(())))
+            .await
     }
 
     /// Sets a new feed's base to the topic's head ([`Position::START`] for
@@ -489,8 +546,11 @@ impl Relay {
     }
 
     /// Delivers what `topic`'s feed missed, read from the stream. `live` is
-    /// the message that revealed the gap, not counted as refilled.
-    async fn refill(&self, topic: &Arc<str>, live: Option<Position>) -> Result<(), Stop> {
+    /// the message that revealed the gap, not counted as refilled. Says
+    /// whether the feed's epoch was found gone and the feed moved to the
+    /// history that exists (then `live`, of the gone epoch, must not go
+    /// out).
+    async fn refill(&self, topic: &Arc<str>, live: Option<Position>) -> Result<bool, Stop> {
         let Some((last, generation)) = self.hub.lock().get_mut(topic).and_then(|feed| {
             if feed.last.is_none() {
                 // Nothing to refill after; a head read begun before this
@@ -499,7 +559,7 @@ impl Relay {
             }
             Some((feed.last?, feed.generation))
         }) else {
-            return Ok(());
+            return Ok(false);
         };
         let replay = match self
             .store_call("refill", self.store.replay(topic, last, Slice::ALL))
@@ -510,7 +570,7 @@ impl Relay {
             // Deliver on: the reader sees the jump and replays by itself.
             Err(Stop::Broken(why)) => {
                 warn!(%topic, %why, "cannot refill a gap from history");
-                return Ok(());
+                return Ok(false);
             }
         };
         if let Some(reset) = replay.reset {
@@ -522,9 +582,10 @@ impl Relay {
             .get_mut(topic)
             .filter(|feed| feed.generation == generation)
         else {
-            return Ok(());
+            return Ok(false);
         };
-        if replay.reset == Some(ResetReason::EpochChanged) {
+        let epoch_gone = replay.reset == Some(ResetReason::EpochChanged);
+        if epoch_gone {
             // `last`'s epoch is gone (Redis restarted empty, the topic
             // expired or was reset): the base moves to where the history
             // that exists starts, `START` when there is none, so that a
@@ -548,7 +609,7 @@ impl Relay {
             Counters::add(&self.store.counters.refilled_events, refilled);
             debug!(%topic, refilled, "refilled a live gap from history");
         }
-        Ok(())
+        Ok(epoch_gone)
     }
 
     /// Serves one session until it breaks or shutdown; says whether it was
@@ -751,15 +812,26 @@ impl Relay {
                     Counters::add(&self.store.counters.duplicates_dropped, 1);
                     None
                 }
-                Sequence::Gap => Some((topic, decoded)),
+                Sequence::Gap => Some((topic, feed.generation, decoded)),
             }
         };
-        if let Some((topic, decoded)) = gap {
-            self.refill(&topic, Some(decoded.position)).await?;
+        if let Some((topic, generation, decoded)) = gap {
+            if self.refill(&topic, Some(decoded.position)).await? {
+                // The message's epoch is gone from Redis and the feed has
+                // moved to the history that exists: this event belongs to
+                // none a reader could replay.
+                debug!(%topic, "dropping a live message of an epoch Redis no longer holds");
+                return Ok(());
+            }
             // If the refill could not reach this event, deliver it anyway:
-            // the reader sees the jump and replays by itself.
+            // the reader sees the jump and replays by itself. Only to the
+            // feed that saw the gap: while the refill ran, its last
+            // subscriber may have left and a new feed, not yet at its
+            // head, taken the topic.
             let mut feeds = self.hub.lock();
             if let Some(feed) = feeds.get_mut(&topic)
+                && feed.generation == generation
+                && feed.is_active()
                 && decoded.position.sequence(feed.last) != Sequence::Duplicate
             {
                 deliver(feed, &topic, decoded);

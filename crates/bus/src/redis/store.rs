@@ -324,6 +324,42 @@ impl Store {
         Ok(schema::parse_meta(reply)?.unwrap_or(Position::START))
     }
 
+    /// The heads of `topics`, in order, as [`Store::head`] reads each: one
+    /// pipeline of `HMGET`s in single mode; in cluster mode, where keys of
+    /// different topics live on different masters and one pipeline may
+    /// not span slots, one `HMGET` per topic, all sent at once.
+    pub(crate) async fn heads(&self, topics: &[Arc<str>]) -> Result<Vec<Position>, Error> {
+        if topics.is_empty() {
+            return Ok(Vec::new());
+        }
+        if self.config.mode == RedisMode::Cluster {
+            return futures_util::future::try_join_all(topics.iter().map(|topic| self.head(topic)))
+                .await;
+        }
+        let replies: Vec<Value> = self
+            .run(async |c| {
+                let mut pipeline = ::redis::pipe();
+                for topic in topics {
+                    pipeline
+                        .cmd("HMGET")
+                        .arg(self.keys.meta(topic))
+                        .arg("epoch")
+                        .arg("offset");
+                }
+                pipeline.query_async(c).await
+            })
+            .await?;
+        if replies.len() != topics.len() {
+            return Err(Error::Corrupt(
+                "a pipeline of head reads returned the wrong reply count".into(),
+            ));
+        }
+        replies
+            .into_iter()
+            .map(|reply| Ok(schema::parse_meta(reply)?.unwrap_or(Position::START)))
+            .collect()
+    }
+
     /// Reads meta, the first retained id and entries from `from` in one
     /// atomic step ([`schema::SNAPSHOT_SCRIPT`]), so all three describe the
     /// same moment.
@@ -453,6 +489,48 @@ fn contiguous(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// The heads of many topics read at once come back in the topics'
+    /// order, `START` for one without events: in single mode from one
+    /// pipeline, in cluster mode from topics spread over the masters.
+    #[tokio::test]
+    async fn heads_come_back_in_the_topics_order_in_single_and_cluster_mode() {
+        let server = testkit::RedisServer::start();
+        let cluster = testkit::RedisCluster::start();
+        let configs = [
+            RedisConfig {
+                url: server.url(),
+                key_prefix: testkit::unique_prefix(),
+                ..RedisConfig::default()
+            },
+            RedisConfig {
+                mode: RedisMode::Cluster,
+                cluster_nodes: cluster.seeds(),
+                key_prefix: testkit::unique_prefix(),
+                // A publish waits for a replica on a loaded machine.
+                response_timeout: std::time::Duration::from_secs(2),
+                ..RedisConfig::default()
+            },
+        ];
+        for config in configs {
+            let mode = config.mode;
+            let url = config.target();
+            let store = Store::new(config, url).unwrap();
+            let topics: Vec<Arc<str>> = (0..40).map(|i| format!("t{i}").into()).collect();
+            let mut expected = vec![Position::START; topics.len()];
+            for (i, topic) in topics.iter().enumerate().filter(|(i, _)| i % 3 == 1) {
+                for _ in 0..=(i % 4) {
+                    expected[i] = store.publish(topic, "m", "d").await.unwrap();
+                }
+            }
+            assert_eq!(
+                store.heads(&topics).await.unwrap(),
+                expected,
+                "{mode:?} mode"
+            );
+            assert!(store.heads(&[]).await.unwrap().is_empty());
+        }
+    }
 
     #[test]
     fn history_with_a_hole_or_a_short_tail_is_corrupt() {

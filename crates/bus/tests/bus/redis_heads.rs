@@ -251,3 +251,87 @@ async fn when_the_feed_could_not_read_a_quiet_topics_head_the_first_empty_head_r
         assert_eq!(event.position.sequence(Some(start)), Sequence::Next);
     }
 }
+
+/// Script calls (`EVALSHA`, and `EVAL` for a script Redis did not know)
+/// Redis served since its stats were last reset.
+async fn script_calls(operator: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(operator)
+        .await
+        .unwrap();
+    info.lines()
+        .filter_map(|line| {
+            line.strip_prefix("cmdstat_evalsha:calls=")
+                .or_else(|| line.strip_prefix("cmdstat_eval:calls="))
+        })
+        .map(|rest| rest.split(',').next().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
+/// After a reconnect every feed is refilled from its last position, a
+/// quiet topic's from `START` (so events stored while pub/sub was down
+/// reach it, see above). A quiet topic that gained nothing must not cost a
+/// snapshot script each, run while fresh streams are refused: its head is
+/// read, pipelined, and that is all.
+#[tokio::test]
+async fn a_pubsub_reconnect_costs_one_head_read_per_quiet_topic_and_no_script() {
+    const TOPICS: usize = 5_000;
+    let server = RedisServer::start();
+    let gateway = subscriber(redis_config(&server)).await;
+    let mut raw = raw_connection(&server).await;
+    let mut held = Vec::new();
+    let names: Vec<String> = (0..TOPICS).map(|i| format!("quiet{i}")).collect();
+    for chunk in names.chunks(500) {
+        let joined = join_all(chunk.iter().map(|name| gateway.subscribe_at_head(name))).await;
+        held.extend(joined.into_iter().map(Result::unwrap));
+    }
+    reset_stats(&mut raw).await;
+    let killed = std::time::Instant::now();
+    let _: () = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    // A fresh stream is refused (503) until the reconnect has caught up.
+    // Each one accepted reads its topic's head once.
+    let (mut refused, mut accepted) = (0u64, 0u64);
+    loop {
+        match gateway.subscribe_at_head("fresh").await {
+            Ok(_) if gateway.stats().reconnects == 1 => {
+                accepted += 1;
+                break;
+            }
+            Ok(_) => accepted += 1,
+            Err(_) => refused += 1,
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(60),
+            "never reconnected"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let refused_for = killed.elapsed();
+    let scripts = script_calls(&mut raw).await;
+    let heads = head_reads(&mut raw).await;
+    eprintln!(
+        "{TOPICS} quiet topics: {scripts} script calls and {heads} head reads in the reconnect, \
+         fresh streams refused for {} ms ({refused} attempts)",
+        refused_for.as_millis()
+    );
+    // Nothing was published: no feed has anything to refill.
+    assert_eq!(scripts, 0, "script calls for {TOPICS} quiet topics");
+    // One head read per quiet topic (and the fresh topic, whose feed may
+    // have been open during the reconnect), one per fresh stream accepted.
+    assert!(
+        heads <= TOPICS as u64 + 1 + accepted,
+        "{heads} head reads for {TOPICS} quiet topics and {accepted} fresh streams"
+    );
+    assert!(
+        heads >= TOPICS as u64,
+        "{heads} head reads: the quiet topics' heads were not read"
+    );
+    drop(held);
+}

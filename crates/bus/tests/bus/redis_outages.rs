@@ -359,6 +359,63 @@ async fn an_event_lost_by_pubsub_is_refilled_from_history_before_the_next() {
     assert_eq!(next_event(&mut subscription).await.position, sentinel);
 }
 
+/// A message ahead of the feed sends the relay to refill from history;
+/// when that finds the feed's epoch gone (the topic's keys expired, or
+/// Redis restarted empty), the message, of that gone epoch, is dropped:
+/// the feed has moved to the history that exists, and the next event of
+/// the new one follows.
+#[tokio::test]
+async fn a_live_message_whose_refill_finds_its_epoch_gone_is_dropped() {
+    let server = RedisServer::start();
+    let config = redis_config(&server);
+    let prefix = config.key_prefix.clone();
+    let gateway = subscriber(config).await;
+    let mut subscription = gateway.subscribe("t").await.unwrap();
+    let first = gateway.publish("t", "message", "1").await.unwrap();
+    assert_eq!(next_event(&mut subscription).await.position, first);
+    let mut raw = raw_connection(&server).await;
+    let _: i64 = raw
+        .del(&[
+            format!("{prefix}:{{t}}:meta"),
+            format!("{prefix}:{{t}}:stream"),
+        ])
+        .await
+        .unwrap();
+    // Offset 3 of the old epoch, as the publish script encodes it: late
+    // on pub/sub, and a gap after offset 1.
+    let late = format!("{}\n3\n7\nmessagelate", first.epoch);
+    let receivers: i64 = raw
+        .publish(format!("{prefix}:{{t}}:chan"), late)
+        .await
+        .unwrap();
+    assert_eq!(receivers, 1, "the gateway's relay is subscribed");
+    let new = gateway.publish("t", "message", "new").await.unwrap();
+    assert_ne!(new.epoch, first.epoch, "the topic starts a new epoch");
+    // Whether the refill ran before these publishes or after (then it
+    // delivered them), the late message must not go out: not before them,
+    // nor after, when it would be queued by the time they arrived.
+    let sentinel = gateway.publish("t", "message", "sentinel").await.unwrap();
+    let events = [
+        next_event(&mut subscription).await,
+        next_event(&mut subscription).await,
+    ];
+    let last = gateway.publish("t", "message", "last").await.unwrap();
+    let events = [
+        events[0].clone(),
+        events[1].clone(),
+        next_event(&mut subscription).await,
+    ];
+    assert_eq!(
+        events.map(|event| (event.position, event.data.clone())),
+        [
+            (new, "new".to_owned()),
+            (sentinel, "sentinel".to_owned()),
+            (last, "last".to_owned())
+        ],
+        "the old epoch's late message went out"
+    );
+}
+
 #[tokio::test]
 async fn the_last_local_subscriber_leaving_unsubscribes_the_channel() {
     let server = RedisServer::start();
