@@ -142,47 +142,58 @@ pub struct Client {
 }
 
 /// A request's id: a trusted proxy's, or 32 hex digits of our own.
+///
+/// Held as the header value the answer echoes: made once per request, then
+/// cloned (a reference count) into the request's extensions, its log lines
+/// and its answer, never copied.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct RequestId(Box<str>);
+pub struct RequestId(HeaderValue);
 
 impl RequestId {
     /// A fresh id: 128 random bits in hex, the form nginx's `$request_id` has.
     #[allow(clippy::new_without_default)]
     pub fn new() -> Self {
-        Self(format!("{:032x}", rand::random::<u128>()).into_boxed_str())
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let bits = rand::random::<u128>();
+        let mut hex = [0u8; 32];
+        for (i, digit) in hex.iter_mut().enumerate() {
+            *digit = DIGITS[((bits >> (4 * (31 - i))) & 0xf) as usize];
+        }
+        Self(HeaderValue::from_bytes(&hex).unwrap_or(HeaderValue::from_static("invalid")))
     }
 
     /// The id in `X-Request-Id`, if it is one we may log and echo.
     pub fn from_header(headers: &HeaderMap) -> Option<Self> {
-        let value = headers.get(REQUEST_ID)?.as_bytes();
-        let valid = !value.is_empty()
-            && value.len() <= MAX_REQUEST_ID
-            && value
+        let value = headers.get(REQUEST_ID)?;
+        let bytes = value.as_bytes();
+        let valid = !bytes.is_empty()
+            && bytes.len() <= MAX_REQUEST_ID
+            && bytes
                 .iter()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
-        // Checked ASCII above.
-        valid.then(|| Self(String::from_utf8_lossy(value).into()))
+        valid.then(|| Self(value.clone()))
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        // Checked ASCII when made.
+        self.0.to_str().unwrap_or("invalid")
     }
 
     /// The id as a header value, for the answer.
     pub fn header_value(&self) -> HeaderValue {
-        HeaderValue::from_str(&self.0).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+        self.0.clone()
     }
 }
 
 impl fmt::Display for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
 impl fmt::Debug for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
+        fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
@@ -287,8 +298,28 @@ mod tests {
         ] {
             let got = RequestId::from_header(&headers(&[("x-request-id", id)]));
             assert_eq!(got.is_some(), kept, "{id:?}");
+            if let Some(got) = got {
+                assert_eq!(got.as_str(), id);
+                assert_eq!(got.header_value(), id);
+            }
         }
         assert_ne!(RequestId::new(), RequestId::new());
+    }
+
+    #[test]
+    fn a_fresh_id_is_32_lowercase_hex_digits_and_its_header_the_same() {
+        for _ in 0..100 {
+            let id = RequestId::new();
+            let text = id.as_str();
+            assert_eq!(text.len(), 32, "{text}");
+            assert!(
+                text.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+                "{text}"
+            );
+            assert_eq!(id.header_value(), text);
+            assert_eq!(id.to_string(), text);
+        }
     }
 
     #[test]

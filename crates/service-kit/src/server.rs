@@ -222,18 +222,24 @@ where
         .wrap_fn(move |request, service| {
             // Who the request is from, resolved once: handlers read it from
             // the extensions. Everything below runs in the request's span,
-            // so each line logged on its way carries its id.
+            // so each line logged on its way carries its id. The access
+            // line and the request metrics share one start time and one
+            // layer: each layer and clock read is paid by every request.
             let started = Instant::now();
             let client =
                 proxies.client(request.peer_addr().map(|peer| peer.ip()), request.headers());
             request.extensions_mut().insert(client.clone());
             let span = access_log::span(&client);
+            // A fixed set of labels: invented methods share `other`, and
+            // paths no route matched share `other` too.
+            let label = connection::method_label(request.method());
             // Kept for an error no handler rendered (a middleware's), which
             // has no request to read them from. actix renders it later,
             // without the id; handlers' errors and actix-cors' refusals are
-            // responses by now.
+            // responses by now. The URI is shared, not copied.
             let method = request.method().clone();
-            let path = request.path().to_owned();
+            let uri = request.uri().clone();
+            let metrics = metrics.clone();
             service
                 .call(request)
                 .instrument(span.clone())
@@ -245,7 +251,7 @@ where
                             let status = error.as_response_error().status_code();
                             access_log::request(
                                 &method,
-                                &path,
+                                uri.path(),
                                 status,
                                 started.elapsed(),
                                 None,
@@ -254,6 +260,7 @@ where
                             return Err(error);
                         }
                     };
+                    let elapsed = started.elapsed();
                     response
                         .headers_mut()
                         .insert(REQUEST_ID, client.request_id.header_value());
@@ -268,34 +275,22 @@ where
                             response.request().method(),
                             response.request().path(),
                             response.status(),
-                            started.elapsed(),
+                            elapsed,
                             bytes,
                             &client,
                         );
                     }
-                    Ok(response)
-                })
-        })
-        .wrap_fn(move |request, service| {
-            let started = Instant::now();
-            // A fixed set of labels: invented methods share `other`, and
-            // paths no route matched share `other` too.
-            let method = connection::method_label(request.method()).to_owned();
-            let metrics = metrics.clone();
-            service.call(request).map(move |result| {
-                if let Ok(response) = &result {
                     let labels = RequestLabels {
-                        method,
+                        method: label.to_owned(),
                         route: response
                             .request()
                             .match_pattern()
                             .unwrap_or_else(|| OTHER_ROUTE.to_owned()),
                         status: response.status().as_u16(),
                     };
-                    metrics.observe_request(labels, started.elapsed());
-                }
-                result
-            })
+                    metrics.observe_request(labels, elapsed);
+                    Ok(response)
+                })
         })
         .configure(|cfg| health::configure(cfg, health.clone()))
         .configure(configure)

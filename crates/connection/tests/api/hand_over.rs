@@ -85,6 +85,45 @@ async fn a_trickled_request_after_an_actix_answer_is_closed_at_its_deadline() {
 }
 
 #[tokio::test]
+async fn a_request_has_its_own_deadline_whatever_the_previous_request_left() {
+    let mut config = config();
+    config.request_timeout = Duration::from_millis(800);
+    // Long enough for the pauses between the requests below.
+    config.keep_alive = Duration::from_secs(5);
+    let server = spawn_server_with(config, Bodies::Channel);
+    let mut client = server.connect().await;
+    client.send(b"GET /other HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    client.read_until("\r\n\r\nok").await;
+    let answered = client.received().len();
+    client.consume(answered);
+    // The next request starts half a timeout later and takes most of its
+    // own: the first request's deadline passes while it trickles in.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let started = Instant::now();
+    client.send(b"GET /other HTTP/1.1\r\n").await;
+    while started.elapsed() < Duration::from_millis(600) {
+        client.send(b"X-Slow: y\r\n").await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    client.send(b"Host: x\r\n\r\n").await;
+    let text = client.read_until("\r\n\r\nok").await;
+    assert!(
+        text[answered..].starts_with("HTTP/1.1 200 OK\r\n"),
+        "{text}"
+    );
+    // And then, idle, it still times out a trickled third at its own.
+    let answered = client.received().len();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    client.send(b"GET /other HTTP/1.1\r\nX-Slow: ").await;
+    let text = client.read_to_end().await;
+    let elapsed = started.elapsed();
+    assert!(text[answered..].starts_with("HTTP/1.1 408"), "{text}");
+    assert!(elapsed >= Duration::from_millis(750), "{elapsed:?}");
+    assert!(elapsed < Duration::from_millis(1500), "{elapsed:?}");
+}
+
+#[tokio::test]
 async fn a_post_body_is_read_under_the_same_deadline() {
     let server = spawn_server();
     let mut client = server.connect().await;
