@@ -187,6 +187,24 @@ pub(crate) async fn raw_connection(server: &RedisServer) -> redis::aio::Multiple
         .expect("raw connection")
 }
 
+/// Queues on `pipe` an event at `offset` (data: the offset) appended to
+/// `stream` as the publish script would store it, behind the bus's back:
+/// how the tests make Redis hold what pub/sub never carried.
+pub(crate) fn add_raw_event(
+    pipe: &mut redis::Pipeline,
+    stream: &str,
+    offset: impl std::fmt::Display,
+) {
+    pipe.cmd("XADD")
+        .arg(stream)
+        .arg(format!("{offset}-0"))
+        .arg("type")
+        .arg("message")
+        .arg("data")
+        .arg(offset.to_string())
+        .ignore();
+}
+
 /// Retries `attempt` every 50 ms until it succeeds or `timeout` passes
 /// (then fails the test with the last error): for steps that work again
 /// only once a restarted Redis is back.

@@ -10,26 +10,38 @@ use futures_util::future::join_all;
 use shared_types::{Epoch, Position, Sequence};
 use testkit::{RedisServer, wait_until};
 
-use crate::helpers::{connected, next_event, offsets, raw_connection, redis_config, subscriber};
+use crate::helpers::{
+    add_raw_event, connected, next_event, offsets, raw_connection, redis_config, subscriber,
+};
 
-/// Head reads Redis served since its stats were last reset: `Store::head`
-/// is the engine's only `HMGET` outside its scripts. Redis counts the
-/// commands a script calls too, and the publish and replay scripts call
-/// `HMGET`: count only across steps that publish and replay nothing.
-async fn head_reads(operator: &mut redis::aio::MultiplexedConnection) -> u64 {
+/// Calls of the named commands Redis served since its stats were last
+/// reset (`INFO commandstats`), summed.
+async fn command_calls(operator: &mut redis::aio::MultiplexedConnection, names: &[&str]) -> u64 {
     let info: String = redis::cmd("INFO")
         .arg("commandstats")
         .query_async(operator)
         .await
         .unwrap();
     info.lines()
-        .find_map(|line| line.strip_prefix("cmdstat_hmget:calls="))
-        .map_or(0, |rest| {
+        .filter_map(|line| {
+            let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(":calls=")?;
+            names.contains(&name).then_some(rest)
+        })
+        .map(|rest| {
             rest.split(',')
                 .next()
-                .and_then(|calls| calls.parse().ok())
+                .and_then(|calls| calls.parse::<u64>().ok())
                 .expect("a call count")
         })
+        .sum()
+}
+
+/// Head reads Redis served since its stats were last reset: `Store::head`
+/// is the engine's only `HMGET` outside its scripts. Redis counts the
+/// commands a script calls too, and the publish and replay scripts call
+/// `HMGET`: count only across steps that publish and replay nothing.
+async fn head_reads(operator: &mut redis::aio::MultiplexedConnection) -> u64 {
+    command_calls(operator, &["hmget"]).await
 }
 
 async fn reset_stats(operator: &mut redis::aio::MultiplexedConnection) {
@@ -110,15 +122,7 @@ async fn events_stored_while_pubsub_was_down_reach_a_quiet_topics_feed_and_move_
         .arg(2)
         .ignore();
     for offset in [1, 2] {
-        transaction
-            .cmd("XADD")
-            .arg(format!("{prefix}:{{q}}:stream"))
-            .arg(format!("{offset}-0"))
-            .arg("type")
-            .arg("message")
-            .arg("data")
-            .arg(offset.to_string())
-            .ignore();
+        add_raw_event(&mut transaction, &format!("{prefix}:{{q}}:stream"), offset);
     }
     let _: () = transaction.query_async(&mut raw).await.unwrap();
     let events = [next_event(&mut early).await, next_event(&mut early).await];
@@ -255,18 +259,7 @@ async fn when_the_feed_could_not_read_a_quiet_topics_head_the_first_empty_head_r
 /// Script calls (`EVALSHA`, and `EVAL` for a script Redis did not know)
 /// Redis served since its stats were last reset.
 async fn script_calls(operator: &mut redis::aio::MultiplexedConnection) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(operator)
-        .await
-        .unwrap();
-    info.lines()
-        .filter_map(|line| {
-            line.strip_prefix("cmdstat_evalsha:calls=")
-                .or_else(|| line.strip_prefix("cmdstat_eval:calls="))
-        })
-        .map(|rest| rest.split(',').next().unwrap().parse::<u64>().unwrap())
-        .sum()
+    command_calls(operator, &["evalsha", "eval"]).await
 }
 
 /// After a reconnect every feed is refilled from its last position, a

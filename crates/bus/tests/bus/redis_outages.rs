@@ -9,8 +9,8 @@ use shared_types::Position;
 use testkit::{RedisServer, wait_until};
 
 use crate::helpers::{
-    assert_first_commands_after_a_restart_succeed, connected, eventually, next_event, offsets,
-    raw_connection, redis_config, subscriber,
+    add_raw_event, assert_first_commands_after_a_restart_succeed, connected, eventually,
+    next_event, offsets, raw_connection, redis_config, subscriber,
 };
 
 /// How fast a publish must fail when Redis is gone: the 1 s operation
@@ -242,15 +242,7 @@ async fn events_stored_while_pubsub_was_down_are_refilled_on_reconnect() {
             .arg("offset")
             .arg(1)
             .ignore();
-        transaction
-            .cmd("XADD")
-            .arg(format!("{prefix}:{{t}}:stream"))
-            .arg(format!("{offset}-0"))
-            .arg("type")
-            .arg("message")
-            .arg("data")
-            .arg(offset.to_string())
-            .ignore();
+        add_raw_event(&mut transaction, &format!("{prefix}:{{t}}:stream"), offset);
     }
     let _: () = transaction.query_async(&mut raw).await.unwrap();
     let events = [
@@ -682,14 +674,7 @@ async fn replay_is_bounded_whatever_the_stream_holds() {
     let mut raw = raw_connection(&server).await;
     let mut pipe = redis::pipe();
     for offset in 2..=2000u64 {
-        pipe.cmd("XADD")
-            .arg(format!("{prefix}:{{t}}:stream"))
-            .arg(format!("{offset}-0"))
-            .arg("type")
-            .arg("message")
-            .arg("data")
-            .arg(offset.to_string())
-            .ignore();
+        add_raw_event(&mut pipe, &format!("{prefix}:{{t}}:stream"), offset);
     }
     pipe.cmd("HSET")
         .arg(format!("{prefix}:{{t}}:meta"))
