@@ -48,8 +48,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use connection::per_address::Slot;
 use futures_util::Stream;
 use operations::Shutdown;
-use service_kit::access_log;
 use service_kit::Client;
+use service_kit::access_log;
 
 use crate::metrics::StreamMetrics;
 use shared_types::event::encode_body;
