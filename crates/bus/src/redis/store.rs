@@ -312,16 +312,16 @@ impl Store {
     /// The topic's newest position, or [`Position::START`].
     pub(crate) async fn head(&self, topic: &str) -> Result<Position, Error> {
         let reply: Value = self
-            .run(async |c| {
-                ::redis::cmd("HMGET")
-                    .arg(self.keys.meta(topic))
-                    .arg("epoch")
-                    .arg("offset")
-                    .query_async(c)
-                    .await
-            })
+            .run(async |c| self.head_read(topic).query_async(c).await)
             .await?;
-        Ok(schema::parse_meta(reply)?.unwrap_or(Position::START))
+        parse_head(reply)
+    }
+
+    /// The command [`Store::head`] and [`Store::heads`] read a head with.
+    fn head_read(&self, topic: &str) -> ::redis::Cmd {
+        let mut read = ::redis::cmd("HMGET");
+        read.arg(self.keys.meta(topic)).arg("epoch").arg("offset");
+        read
     }
 
     /// The heads of `topics`, in order, as [`Store::head`] reads each: one
@@ -340,11 +340,7 @@ impl Store {
             .run(async |c| {
                 let mut pipeline = ::redis::pipe();
                 for topic in topics {
-                    pipeline
-                        .cmd("HMGET")
-                        .arg(self.keys.meta(topic))
-                        .arg("epoch")
-                        .arg("offset");
+                    pipeline.add_command(self.head_read(topic));
                 }
                 pipeline.query_async(c).await
             })
@@ -354,10 +350,7 @@ impl Store {
                 "a pipeline of head reads returned the wrong reply count".into(),
             ));
         }
-        replies
-            .into_iter()
-            .map(|reply| Ok(schema::parse_meta(reply)?.unwrap_or(Position::START)))
-            .collect()
+        replies.into_iter().map(parse_head).collect()
     }
 
     /// Reads meta, the first retained id and entries from `from` in one
@@ -440,6 +433,12 @@ impl Store {
             "history of topic {topic} kept changing while it was read"
         )))
     }
+}
+
+/// A head read's reply: the topic's newest position, or [`Position::START`]
+/// for a topic with no meta.
+fn parse_head(reply: Value) -> Result<Position, Error> {
+    Ok(schema::parse_meta(reply)?.unwrap_or(Position::START))
 }
 
 /// Turns the entries from `from` to the head (or the first `count` of them)
