@@ -187,6 +187,14 @@ pub(crate) async fn raw_connection(server: &RedisServer) -> redis::aio::Multiple
         .expect("raw connection")
 }
 
+/// `CLIENT KILL TYPE pubsub`: closes every pub/sub connection of the
+/// server (the relay's), as a network blip would; answers how many.
+pub(crate) fn kill_pubsub() -> redis::Cmd {
+    let mut kill = redis::cmd("CLIENT");
+    kill.arg("KILL").arg("TYPE").arg("pubsub");
+    kill
+}
+
 /// Queues on `pipe` an event at `offset` (data: the offset) appended to
 /// `stream` as the publish script would store it, behind the bus's back:
 /// how the tests make Redis hold what pub/sub never carried.

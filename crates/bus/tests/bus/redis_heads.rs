@@ -11,7 +11,8 @@ use shared_types::{Epoch, Position, Sequence};
 use testkit::{RedisServer, wait_until};
 
 use crate::helpers::{
-    add_raw_event, connected, next_event, offsets, raw_connection, redis_config, subscriber,
+    add_raw_event, connected, kill_pubsub, next_event, offsets, raw_connection, redis_config,
+    subscriber,
 };
 
 /// Calls of the named commands Redis served since its stats were last
@@ -109,10 +110,7 @@ async fn events_stored_while_pubsub_was_down_reach_a_quiet_topics_feed_and_move_
     let mut transaction = redis::pipe();
     transaction
         .atomic()
-        .cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("pubsub")
+        .add_command(kill_pubsub())
         .ignore()
         .cmd("HSET")
         .arg(format!("{prefix}:{{q}}:meta"))
@@ -281,13 +279,7 @@ async fn a_pubsub_reconnect_costs_one_head_read_per_quiet_topic_and_no_script() 
     }
     reset_stats(&mut raw).await;
     let killed = std::time::Instant::now();
-    let _: () = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("pubsub")
-        .query_async(&mut raw)
-        .await
-        .unwrap();
+    let _: () = kill_pubsub().query_async(&mut raw).await.unwrap();
     // A fresh stream is refused (503) until the reconnect has caught up.
     // Each one accepted reads its topic's head once.
     let (mut refused, mut accepted) = (0u64, 0u64);

@@ -10,7 +10,7 @@ use testkit::{RedisServer, wait_until};
 
 use crate::helpers::{
     add_raw_event, assert_first_commands_after_a_restart_succeed, connected, eventually,
-    next_event, offsets, raw_connection, redis_config, subscriber,
+    kill_pubsub, next_event, offsets, raw_connection, redis_config, subscriber,
 };
 
 /// How fast a publish must fail when Redis is gone: the 1 s operation
@@ -197,13 +197,7 @@ async fn killed_pubsub_connections_lose_and_duplicate_nothing() {
         assert_eq!(event.data, event.position.offset.to_string());
         seen.push(event.position.offset);
         if seen.len() % 60 == 0 {
-            let killed: i64 = redis::cmd("CLIENT")
-                .arg("KILL")
-                .arg("TYPE")
-                .arg("pubsub")
-                .query_async(&mut operator)
-                .await
-                .unwrap();
+            let killed: i64 = kill_pubsub().query_async(&mut operator).await.unwrap();
             kills += killed;
         }
     }
@@ -228,13 +222,7 @@ async fn events_stored_while_pubsub_was_down_are_refilled_on_reconnect() {
     // refill after reconnecting can deliver them.
     let mut raw = raw_connection(&server).await;
     let mut transaction = redis::pipe();
-    transaction
-        .atomic()
-        .cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("pubsub")
-        .ignore();
+    transaction.atomic().add_command(kill_pubsub()).ignore();
     for offset in [2, 3] {
         transaction
             .cmd("HINCRBY")
