@@ -74,7 +74,8 @@ impl FromRequest for PublishBody {
         let limit = req
             .app_data::<BodyLimit>()
             .map_or(usize::MAX, |limit| limit.0);
-        if content_length(req).is_some_and(|length| length > limit) {
+        let length = content_length(req);
+        if length.is_some_and(|length| length > limit) {
             return Box::pin(async move { Err(PublishError::TooLarge(limit).into()) });
         }
         let mime = match req.headers().get(header::CONTENT_TYPE) {
@@ -103,7 +104,7 @@ impl FromRequest for PublishBody {
             return ready(parsed);
         };
         match mime.essence_str().to_ascii_lowercase().as_str() {
-            "application/json" => json(content_length(req), payload.take(), limit),
+            "application/json" => json(length, payload.take(), limit),
             "application/x-www-form-urlencoded" => {
                 if let Some(charset) = mime.get_param(mime::CHARSET)
                     && !charset.as_str().eq_ignore_ascii_case("utf-8")
