@@ -338,7 +338,8 @@ async fn a_keyed_retry_is_acknowledged_once_a_replica_holds_the_event_and_then_r
     let topics = topology.topics_on_every_master(1);
     let (&master, names) = topics.iter().next().unwrap();
     let topic = names[0].clone();
-    let replica = block_in_place(|| topology.redis.replica_of(master)).unwrap();
+    let replica = block_in_place(|| topology.redis.replica_of(master))
+        .unwrap_or_else(|| panic!("master {master} lists no online replica"));
     let subscribers = topology.subscribe_everywhere(&topic).await;
     let ingest = topology.ingest.url();
     let mut published = Published::default();

@@ -239,33 +239,28 @@ impl RedisCluster {
             .map(|(port, _, _)| port)
     }
 
-    /// Port of the replica of the master on `master` (the first one
-    /// listed, not failed), as the first running node sees it.
+    /// Port of an online replica of the master on `master`, as the master's
+    /// own `INFO replication` lists it (`slaveN:ip=..,port=..,state=online`):
+    /// the replica that acknowledges its writes (`WAIT 1`). Asked of the
+    /// master, not read from another node's `CLUSTER NODES`, where gossip
+    /// may still show the replica as a master of no slot, or flag it
+    /// `fail?` for a moment on a loaded machine.
     pub fn replica_of(&self, master: u16) -> Option<u16> {
-        let (_, id, _) = self
-            .masters()
-            .into_iter()
-            .find(|(port, _, _)| *port == master)?;
-        let port = self.running_ports().first().copied()?;
-        self.cli(port, &["cluster", "nodes"])
+        self.cli(master, &["info", "replication"])
             .lines()
+            .filter(|line| line.starts_with("slave"))
             .find_map(|line| {
-                let fields: Vec<&str> = line.split_whitespace().collect();
-                let replica = fields.len() >= 8
-                    && fields[2].contains("slave")
-                    && !fields[2].contains("fail")
-                    && fields[3] == id;
-                replica
-                    .then(|| {
-                        fields[1]
-                            .split('@')
-                            .next()?
-                            .rsplit(':')
-                            .next()?
-                            .parse()
-                            .ok()
-                    })
-                    .flatten()
+                let (_, fields) = line.split_once(':')?;
+                let mut port = None;
+                let mut online = false;
+                for field in fields.trim().split(',') {
+                    match field.split_once('=') {
+                        Some(("port", value)) => port = value.parse().ok(),
+                        Some(("state", value)) => online = value == "online",
+                        _ => {}
+                    }
+                }
+                port.filter(|_| online)
             })
     }
 
