@@ -48,7 +48,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use actix_codec::{AsyncWrite as _, Decoder as _, Encoder as _};
+use actix_codec::{Decoder as _, Encoder as _};
 use actix_http::body::BodySize;
 use actix_http::error::DispatchError;
 use actix_http::h1::{Codec, Message, MessageType};
@@ -59,7 +59,6 @@ use actix_service::boxed::BoxService;
 use bytes::{Buf, Bytes, BytesMut};
 use futures_core::Stream;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -69,6 +68,7 @@ use crate::answer;
 use crate::per_address::PerAddress;
 use crate::replay::Replay;
 use crate::route::{Observer, StreamEnd, StreamRoute, method_label};
+use crate::socket::Socket;
 
 /// What a head is first read into; grown up to [`MAX_HEAD`].
 const HEAD_BUFFER: usize = 1024;
@@ -85,16 +85,16 @@ impl<B: Stream<Item = Result<Bytes, std::convert::Infallible>> + Unpin + Send + 
 }
 
 /// actix-http's service for the connections handed to it.
-pub(crate) type Actix = BoxService<(Replay, Protocol, Option<SocketAddr>), (), DispatchError>;
+pub(crate) type Actix<S> = BoxService<(Replay<S>, Protocol, Option<SocketAddr>), (), DispatchError>;
 
-/// What every connection of one worker shares.
-pub(crate) struct Worker<R, O> {
+/// What every connection of one worker (and of one kind of socket) shares.
+pub(crate) struct Worker<R, O, S> {
     pub(crate) route: Option<R>,
     pub(crate) observer: O,
     /// What the codec encodes response heads with (keep-alive on, the
     /// cached `date` header); actix-http is given the same.
     pub(crate) config: ServiceConfig,
-    pub(crate) actix: Actix,
+    pub(crate) actix: Actix<S>,
     /// Fires when the server starts a graceful stop (and stays fired).
     pub(crate) stop: GracefulShutdownSignal,
     pub(crate) per_address: Option<PerAddress>,
@@ -117,16 +117,16 @@ pub(crate) struct Worker<R, O> {
 /// `async fn` are moved into locals of its future, which then holds them
 /// twice.
 #[allow(clippy::manual_async_fn)] // on purpose: see above
-pub(crate) fn serve<R: StreamRoute, O: Observer>(
-    mut io: TcpStream,
-    worker: Rc<Worker<R, O>>,
+pub(crate) fn serve<R: StreamRoute, O: Observer, S: Socket>(
+    mut io: S,
+    worker: Rc<Worker<R, O, S>>,
 ) -> impl Future<Output = ()> {
     async move {
         // The first request's deadline runs from accept.
         let first = Instant::now() + worker.request_timeout;
-        set_send_timeout(&io, worker.send_timeout);
-        let admitted = match (&worker.per_address, io.peer_addr()) {
-            (Some(limits), Ok(peer)) => limits.admit(peer.ip()).map(Some),
+        io.set_send_timeout(worker.send_timeout);
+        let admitted = match (&worker.per_address, io.peer()) {
+            (Some(limits), Some(peer)) => limits.admit(peer.ip()).map(Some),
             _ => Ok(None),
         };
         if let Err(refusals) = admitted {
@@ -157,7 +157,7 @@ pub(crate) fn serve<R: StreamRoute, O: Observer>(
             };
             // Opened in the stream runtime's context (see `InRuntime`); a
             // refusal is written there too.
-            let peer = io.peer_addr().ok();
+            let peer = io.peer();
             let opening = Box::pin(open(&worker, route, *request, &mut io, peer));
             match InRuntime(streams, opening).await {
                 Ok(Opened::Answered { keep_alive: true }) => {}
@@ -176,7 +176,7 @@ pub(crate) fn serve<R: StreamRoute, O: Observer>(
                     };
                     route.ended(body, end.stream_end());
                     // Registered with this worker's I/O driver again.
-                    let Some(back) = back.and_then(|back| TcpStream::from_std(back).ok()) else {
+                    let Some(back) = back.and_then(|back| S::from_std(back).ok()) else {
                         return;
                     };
                     (io, buf) = (back, pipelined);
@@ -205,9 +205,9 @@ pub(crate) fn serve<R: StreamRoute, O: Observer>(
 /// A connection whose next request is not for the stream route, or that
 /// ended or failed before one: actix-http serves it from here, or it
 /// closes (with a `408` if a request was late).
-async fn leave<R: StreamRoute, O>(
-    worker: &Worker<R, O>,
-    io: TcpStream,
+async fn leave<R: StreamRoute, O, S: Socket>(
+    worker: &Worker<R, O, S>,
+    io: S,
     buf: BytesMut,
     deadline: Option<Instant>,
     head: io::Result<Head>,
@@ -225,7 +225,7 @@ async fn leave<R: StreamRoute, O>(
 /// What comes back from the stream runtime when a stream ends: the socket
 /// (unless it failed to move back), bytes of a next request received
 /// meanwhile, the body (for [`StreamRoute::ended`]), how it ended.
-type Written<B> = (Option<std::net::TcpStream>, BytesMut, B, End);
+type Written<B, S> = (Option<<S as Socket>::Std>, BytesMut, B, End);
 
 /// Writes `stream` on the stream runtime.
 ///
@@ -237,15 +237,15 @@ type Written<B> = (Option<std::net::TcpStream>, BytesMut, B, End);
 /// client address keeps its place, and the connection can serve a next
 /// request; if the caller is dropped (a stop's grace ran out), so is the
 /// task. If the socket cannot move, the body is handed back.
-fn write_elsewhere<B: Body>(
+fn write_elsewhere<B: Body, S: Socket>(
     streams: &Handle,
-    io: TcpStream,
+    io: S,
     stream: StreamParts<B>,
     pipelined: BytesMut,
-) -> Result<AbortOnDrop<Written<B>>, (B, io::Error)> {
+) -> Result<AbortOnDrop<Written<B, S>>, (B, io::Error)> {
     let moved = {
         let _entered = streams.enter();
-        io.into_std().and_then(TcpStream::from_std)
+        io.into_std().and_then(S::from_std)
     };
     match moved {
         Ok(io) => Ok(AbortOnDrop(streams.spawn(Writing {
@@ -294,18 +294,6 @@ impl<F: Future> Future for InRuntime<'_, F> {
     }
 }
 
-/// Lets the kernel abort a connection whose peer acknowledges nothing for
-/// `timeout`: a stream client that stops reading entirely never lets its
-/// stream be polled again, so only the kernel can end it.
-fn set_send_timeout(io: &TcpStream, timeout: Duration) {
-    #[cfg(target_os = "linux")]
-    if let Err(error) = socket2::SockRef::from(io).set_tcp_user_timeout(Some(timeout)) {
-        tracing::debug!(%error, "cannot set TCP_USER_TIMEOUT");
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (io, timeout);
-}
-
 /// Whether the server's graceful stop has begun.
 fn stopped(stop: &GracefulShutdownSignal) -> bool {
     let notified = pin!(stop.notified());
@@ -338,10 +326,10 @@ enum Head {
     TimedOut,
 }
 
-async fn read_head<R: StreamRoute, O>(
-    io: &mut TcpStream,
+async fn read_head<R: StreamRoute, O, S: Socket>(
+    io: &mut S,
     buf: &mut BytesMut,
-    worker: &Worker<R, O>,
+    worker: &Worker<R, O, S>,
     wait: &mut Wait,
     path: &str,
 ) -> io::Result<Head> {
@@ -429,11 +417,11 @@ struct StreamParts<B> {
 /// Asks the route for the stream and encodes the response head exactly as
 /// actix would; writes a refusal whole; gives the request to the observer.
 /// The head carries the peer's address, as actix's requests do.
-async fn open<R: StreamRoute, O: Observer>(
-    worker: &Worker<R, O>,
+async fn open<R: StreamRoute, O: Observer, S: Socket>(
+    worker: &Worker<R, O, S>,
     route: &R,
     (mut request, mut codec): (Request, Codec),
-    io: &mut TcpStream,
+    io: &mut S,
     peer: Option<std::net::SocketAddr>,
 ) -> io::Result<Opened<R::Body>> {
     let started = std::time::Instant::now();
@@ -518,9 +506,9 @@ impl End {
 ///
 /// Written by hand rather than as an `async` block, which would hold the
 /// head and the socket twice: every idle stream holds one of these.
-struct Writing<B> {
+struct Writing<B, S> {
     /// Taken when the stream ends.
-    io: Option<TcpStream>,
+    io: Option<S>,
     /// The response head, until it is written (with the first frame when
     /// there is one at once).
     head: Option<Bytes>,
@@ -535,10 +523,10 @@ struct Writing<B> {
     pipelined: BytesMut,
 }
 
-impl<B: Body> Future for Writing<B> {
-    type Output = Written<B>;
+impl<B: Body, S: Socket> Future for Writing<B, S> {
+    type Output = Written<B, S>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Written<B>> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Written<B, S>> {
         let this = self.get_mut();
         let end = match this.write(cx) {
             Poll::Pending => return Poll::Pending,
@@ -556,7 +544,7 @@ impl<B: Body> Future for Writing<B> {
     }
 }
 
-impl<B: Body> Writing<B> {
+impl<B: Body, S: Socket> Writing<B, S> {
     fn write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<End>> {
         let (Some(io), Some(body)) = (self.io.as_mut(), self.body.as_mut()) else {
             return Poll::Ready(Err(io::ErrorKind::NotConnected.into()));
@@ -718,7 +706,7 @@ impl Buf for Chunk {
 }
 
 /// A late request: `408` (best effort), then close.
-async fn request_timeout<R, O>(worker: &Worker<R, O>, mut io: TcpStream) {
+async fn request_timeout<R, O, S: Socket>(worker: &Worker<R, O, S>, mut io: S) {
     write_briefly(&mut io, &answer::request_timeout(&worker.config)).await;
     close(io).await;
 }
@@ -727,7 +715,7 @@ async fn request_timeout<R, O>(worker: &Worker<R, O>, mut io: TcpStream) {
 /// read it is not waited for (actix's disconnect timeout).
 const CLOSING_WRITE: Duration = Duration::from_secs(1);
 
-async fn write_briefly(io: &mut TcpStream, bytes: &[u8]) {
+async fn write_briefly<S: Socket>(io: &mut S, bytes: &[u8]) {
     let _ = tokio::time::timeout(CLOSING_WRITE, io.write_all(bytes)).await;
 }
 
@@ -736,9 +724,9 @@ async fn write_briefly(io: &mut TcpStream, bytes: &[u8]) {
 /// that the answer reaches it, answer it (the stream route's answer for a
 /// stream request, if it has one, else [`answer::too_many_connections`]),
 /// close.
-async fn refuse<R: StreamRoute, O>(
-    worker: &Worker<R, O>,
-    mut io: TcpStream,
+async fn refuse<R: StreamRoute, O, S: Socket>(
+    worker: &Worker<R, O, S>,
+    mut io: S,
     deadline: Instant,
     refusals: u32,
 ) {
@@ -769,17 +757,17 @@ async fn refuse<R: StreamRoute, O>(
     close(io).await;
 }
 
-async fn close(mut io: TcpStream) {
+async fn close<S: Socket>(mut io: S) {
     let _ = io.shutdown().await;
 }
 
-async fn hand_over<R, O>(
-    worker: &Worker<R, O>,
-    io: TcpStream,
+async fn hand_over<R, O, S: Socket>(
+    worker: &Worker<R, O, S>,
+    io: S,
     read: BytesMut,
     deadline: Option<Instant>,
 ) {
-    let peer = io.peer_addr().ok();
+    let peer = io.peer();
     let io = Replay::new(
         io,
         read.freeze(),
@@ -794,6 +782,8 @@ async fn hand_over<R, O>(
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use tokio::net::TcpStream;
+
     use super::*;
 
     /// A body the size an idle stream's is allowed (the gateway's
@@ -848,8 +838,10 @@ mod tests {
         let io = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
-        let actix: Actix = actix_service::boxed::service(actix_service::fn_service(
-            |_: (Replay, Protocol, Option<SocketAddr>)| async { Ok::<_, DispatchError>(()) },
+        let actix: Actix<TcpStream> = actix_service::boxed::service(actix_service::fn_service(
+            |_: (Replay<TcpStream>, Protocol, Option<SocketAddr>)| async {
+                Ok::<_, DispatchError>(())
+            },
         ));
         let worker = Rc::new(Worker {
             route: Some(IdleRoute),
@@ -864,7 +856,7 @@ mod tests {
             streams: Some(Handle::current()),
         });
         let connection = std::mem::size_of_val(&serve(io, worker));
-        let task = std::mem::size_of::<Writing<Idle>>();
+        let task = std::mem::size_of::<Writing<Idle, TcpStream>>();
         // 264 and 232 + 512 bytes when this was written; an `async fn`
         // version of the two held 592 and 1,456.
         assert!(

@@ -1,6 +1,8 @@
 //! Serves HTTP/1 connections: a stream route on the socket itself, everything else by actix-http.
 //!
-//! Every service accepts its connections here (on actix-server). A plain
+//! Every service accepts its connections here (on actix-server), over TCP
+//! and, when [`Config::unix_socket`] is set, over a unix socket too (for a
+//! proxy on the same host; its peer counts as [`UNIX_PEER`], 127.0.0.1). A plain
 //! `GET` of the service's stream route is answered on the connection with
 //! no per-connection buffers, and its body written on one multi-thread
 //! runtime shared by all workers ([`Config::stream_threads`]), so a busy or
@@ -39,6 +41,10 @@
 //!   and the request deadline enforced on its reads.
 //! - [`per_address`]: connections (and a service's own things) counted per
 //!   client address, IPv6 grouped by /64.
+//! - `socket`: the kinds of stream served (TCP, unix), and who a unix peer
+//!   is ([`UNIX_PEER`]).
+//! - [`unix`]: binding a unix socket (a stale file replaced, a live one
+//!   refused), and removing it at the end.
 //! - `answer`: the few responses written here rather than by actix.
 
 mod answer;
@@ -47,9 +53,13 @@ pub mod per_address;
 mod replay;
 pub mod route;
 pub mod server;
+mod socket;
+pub mod unix;
 
 pub use route::{NoStreamRoute, Observer, StreamEnd, StreamRoute, method_label};
 pub use server::{AppFactory, Bound, Config, bind};
+pub use socket::UNIX_PEER;
+pub use unix::SocketFile;
 
 /// actix-http's request head, as [`StreamRoute::open`] receives it.
 pub use actix_http::RequestHead;

@@ -30,16 +30,16 @@ use std::time::Duration;
 use actix_codec::{AsyncRead, AsyncWrite, ReadBuf};
 use actix_http::ServiceConfig;
 use bytes::Bytes;
-use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 use crate::answer;
+use crate::socket::Socket;
 
 /// The connection handed to actix-http.
 #[derive(Debug)]
-pub(crate) struct Replay {
+pub(crate) struct Replay<S> {
     read: Bytes,
-    io: TcpStream,
+    io: S,
     timeout: Duration,
     /// The current request's deadline, while `armed`.
     due: Instant,
@@ -64,11 +64,11 @@ pub(crate) struct Replay {
     config: ServiceConfig,
 }
 
-impl Replay {
+impl<S: Socket> Replay<S> {
     /// `io` with `read` replayed first; `deadline`, when given, is the
     /// current request's (carried over from the fast path).
     pub(crate) fn new(
-        io: TcpStream,
+        io: S,
         read: Bytes,
         timeout: Duration,
         deadline: Option<Instant>,
@@ -116,7 +116,7 @@ impl Replay {
     }
 }
 
-impl AsyncRead for Replay {
+impl<S: Socket> AsyncRead for Replay<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -157,7 +157,7 @@ impl AsyncRead for Replay {
     }
 }
 
-impl AsyncWrite for Replay {
+impl<S: Socket> AsyncWrite for Replay<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

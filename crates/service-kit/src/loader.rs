@@ -721,4 +721,79 @@ mod tests {
         assert_eq!(settings.http.max_connections_per_address, 1000);
         assert_eq!(settings.http.request_timeout_ms, 5000);
     }
+
+    #[test]
+    fn a_unix_socket_is_off_by_default_and_read_with_its_mode() {
+        let settings = load(&[]).unwrap();
+        assert_eq!(settings.http.unix_socket().unwrap(), None);
+        assert_eq!(settings.http.unix_socket_mode().unwrap(), 0o660);
+        let settings = load(&[
+            ("ES__HTTP__UNIX_SOCKET", "/run/event-stream/ingest.sock"),
+            ("ES__HTTP__UNIX_SOCKET_MODE", "600"),
+        ])
+        .unwrap();
+        assert_eq!(
+            settings.http.unix_socket().unwrap(),
+            Some("/run/event-stream/ingest.sock".into())
+        );
+        assert_eq!(settings.http.unix_socket_mode().unwrap(), 0o600);
+        // The environment's numbers are parsed as numbers first; a leading
+        // zero must still mean octal.
+        let settings = load(&[("ES__HTTP__UNIX_SOCKET_MODE", "0666")]).unwrap();
+        assert_eq!(settings.http.unix_socket_mode().unwrap(), 0o666);
+    }
+
+    #[test]
+    fn a_unix_socket_that_cannot_work_stops_the_start_naming_the_key() {
+        let longest = format!("/{}", "s".repeat(106));
+        assert!(
+            load(&[("ES__HTTP__UNIX_SOCKET", longest.as_str())]).is_ok(),
+            "107 bytes fit"
+        );
+        let too_long = format!("/{}", "s".repeat(107));
+        let cases = [
+            (
+                ("ES__HTTP__UNIX_SOCKET", "run/ingest.sock"),
+                "http.unix_socket",
+                "absolute",
+            ),
+            (
+                ("ES__HTTP__UNIX_SOCKET", too_long.as_str()),
+                "http.unix_socket",
+                "at most 107",
+            ),
+            (
+                ("ES__HTTP__UNIX_SOCKET_MODE", "888"),
+                "http.unix_socket_mode",
+                "octal",
+            ),
+            (
+                ("ES__HTTP__UNIX_SOCKET_MODE", "1777"),
+                "http.unix_socket_mode",
+                "777",
+            ),
+            (
+                ("ES__HTTP__UNIX_SOCKET_MODE", "rw-rw----"),
+                "http.unix_socket_mode",
+                "octal",
+            ),
+            (
+                ("ES__HTTP__UNIX_SOCKET_MODE", ""),
+                "http.unix_socket_mode",
+                "octal",
+            ),
+            (
+                ("ES__HTTP__UNIX_SOCKET_MODE", "-1"),
+                "http.unix_socket_mode",
+                "octal",
+            ),
+        ];
+        for ((key, value), named, why) in cases {
+            let error = load(&[(key, value)]).unwrap_err().to_string();
+            assert!(
+                error.contains(named) && error.contains(why),
+                "{key}={value}: {error:?} should name {named} and say {why:?}"
+            );
+        }
+    }
 }

@@ -40,6 +40,9 @@ use crate::settings::HttpSettings;
 pub struct App {
     port: u16,
     server: Server,
+    /// The unix socket's file, removed when this is dropped: after the
+    /// server has stopped.
+    socket_file: Option<connection::SocketFile>,
     shutdown: Shutdown,
     grace: Duration,
 }
@@ -89,11 +92,14 @@ impl App {
                 tracing::info!(port, ?elapsed, "drained");
             }
         });
-        self.server.await.context("serving HTTP")
+        let served = self.server.await.context("serving HTTP");
+        drop(self.socket_file);
+        served
     }
 }
 
-/// Binds `settings.host:settings.port` and prepares the server.
+/// Binds `settings.host:settings.port` (and `settings.unix_socket`, when
+/// set) and prepares the server.
 ///
 /// `configure` mounts the service's routes; this adds `/healthz`,
 /// `/readyz`, `/metrics`, request metrics, CORS (`http.cors`) and JSend
@@ -124,6 +130,8 @@ where
         send_timeout: Duration::from_millis(settings.send_timeout_ms),
         shutdown_grace: Duration::from_millis(settings.shutdown_grace_ms),
         stream_threads: settings.stream_threads(),
+        unix_socket: settings.unix_socket()?,
+        unix_socket_mode: settings.unix_socket_mode()?,
     };
     let shutdown = health.shutdown.clone();
     let metrics = health.metrics.clone();
@@ -143,12 +151,26 @@ where
         stream,
         metrics,
     )
-    .with_context(|| format!("listening on {address} (http.host, http.port)"))?;
+    .with_context(|| match &config.unix_socket {
+        Some(path) => format!(
+            "listening on {address} (http.host, http.port) and {} (http.unix_socket)",
+            path.display()
+        ),
+        None => format!("listening on {address} (http.host, http.port)"),
+    })?;
     let port = bound.port();
-    tracing::info!(%address, port, workers, "listening");
+    match bound.unix_socket() {
+        Some(path) => {
+            let unix_socket = path.display();
+            tracing::info!(%address, port, %unix_socket, workers, "listening");
+        }
+        None => tracing::info!(%address, port, workers, "listening"),
+    }
+    let (server, socket_file) = bound.into_server();
     Ok(App {
         port,
-        server: bound.into_server(),
+        server,
+        socket_file,
         shutdown,
         grace: config.shutdown_grace,
     })

@@ -94,6 +94,14 @@ pub struct HttpSettings {
     /// the kernel (TCP_USER_TIMEOUT): a stream client that stopped reading
     /// entirely never polls its stream again, so only the kernel can end it.
     pub send_timeout_ms: u64,
+    /// A unix socket to listen on as well as `host:port`, for a proxy on
+    /// the same host; empty: none. Its peers count as `127.0.0.1`. Read
+    /// through [`HttpSettings::unix_socket`].
+    pub unix_socket: String,
+    /// The socket file's mode, in octal (`660`): whoever may open the
+    /// file reaches the service. Read through
+    /// [`HttpSettings::unix_socket_mode`].
+    pub unix_socket_mode: String,
     /// Which other origins' pages may use the API (see [`crate::cors`]).
     pub cors: CorsSettings,
     /// Proxies (addresses or networks) whose `X-Forwarded-For`,
@@ -404,6 +412,8 @@ impl Common {
             return Err(rule("log.level", why));
         }
         self.http.trusted_proxies()?;
+        self.http.unix_socket()?;
+        self.http.unix_socket_mode()?;
         self.http.cors.check()
     }
 }
@@ -458,6 +468,48 @@ impl HttpSettings {
         TrustedProxies::parse(&self.trusted_proxies)
     }
 
+    /// `unix_socket`, checked: `None` when empty, else an absolute path
+    /// that fits a socket address (`sun_path`: 108 bytes with the NUL).
+    pub fn unix_socket(&self) -> Result<Option<std::path::PathBuf>, SettingsError> {
+        const KEY: &str = "http.unix_socket";
+        let path = self.unix_socket.trim();
+        if path.is_empty() {
+            return Ok(None);
+        }
+        if !path.starts_with('/') {
+            return Err(rule(
+                KEY,
+                format!(
+                    "{path:?} must be an absolute path (a relative one depends on where the service starts)"
+                ),
+            ));
+        }
+        if path.len() > MAX_UNIX_SOCKET_PATH {
+            return Err(rule(
+                KEY,
+                format!(
+                    "{path:?} is {} bytes; a unix socket path is at most {MAX_UNIX_SOCKET_PATH}",
+                    path.len()
+                ),
+            ));
+        }
+        Ok(Some(path.into()))
+    }
+
+    /// `unix_socket_mode`, checked: octal digits, at most `777`.
+    pub fn unix_socket_mode(&self) -> Result<u32, SettingsError> {
+        let mode = self.unix_socket_mode.trim();
+        u32::from_str_radix(mode, 8)
+            .ok()
+            .filter(|&bits| bits <= 0o777 && !mode.starts_with('+'))
+            .ok_or_else(|| {
+                rule(
+                    "http.unix_socket_mode",
+                    format!("{mode:?} is not a file mode: octal digits from 0 to 777, e.g. 660"),
+                )
+            })
+    }
+
     /// `workers`, or when 0, one per CPU core.
     pub fn workers(&self) -> usize {
         match self.workers {
@@ -485,6 +537,10 @@ impl HttpSettings {
         }
     }
 }
+
+/// The longest unix socket path: Linux's `sun_path` holds 108 bytes, the
+/// last a NUL.
+pub const MAX_UNIX_SOCKET_PATH: usize = 107;
 
 /// Open files kept back from connections and streams for everything else.
 pub const FILE_RESERVE: usize = 256;
@@ -533,6 +589,8 @@ max_connections = 0
 max_connections_per_address = 1000
 request_timeout_ms = 5000
 send_timeout_ms = 30000
+unix_socket = ""
+unix_socket_mode = "660"
 trusted_proxies = []
 
 [http.cors]

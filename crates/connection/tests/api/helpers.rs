@@ -39,6 +39,8 @@ pub struct Seen {
     pub requests: Arc<Mutex<Vec<Observed>>>,
     /// The name of each thread a body was polled on, once each.
     pub polled_on: Arc<Mutex<Vec<String>>>,
+    /// The peer address of each stream request the route was asked for.
+    pub peers: Arc<Mutex<Vec<Option<std::net::SocketAddr>>>>,
 }
 
 /// What the route's bodies are.
@@ -113,6 +115,7 @@ impl StreamRoute for TestRoute {
         &self,
         head: &RequestHead,
     ) -> Result<(Response<BoxBody>, TestBody), Response<BoxBody>> {
+        self.seen.peers.lock().unwrap().push(head.peer_addr);
         if head.uri.query() == Some("refuse") {
             return Err(Response::with_body(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -153,6 +156,10 @@ impl Observer for TestObserver {
     }
 }
 
+/// A request for this path is answered with the peer's address as actix
+/// saw it: `peer=Some(127.0.0.1:0)`.
+pub const PEER_PATH: &str = "/peer";
+
 /// A request for this path holds its worker's thread for [`BLOCK`].
 pub const BLOCK_PATH: &str = "/block";
 pub const BLOCK: Duration = Duration::from_secs(2);
@@ -161,7 +168,8 @@ pub static BLOCKING: AtomicUsize = AtomicUsize::new(0);
 
 /// The actix-http app: `GET /event-stream` streams the fixed frame (as the
 /// route does), a `POST` or `PUT` echoes its body, [`BLOCK_PATH`] blocks its
-/// thread, anything else is `200 ok`.
+/// thread, [`PEER_PATH`] answers the peer's address, anything else is
+/// `200 ok`.
 pub fn app() -> AppFactory {
     actix_service::boxed::factory(fn_service(|mut request: Request| async move {
         if matches!(request.method(), &Method::POST | &Method::PUT) {
@@ -178,6 +186,10 @@ pub fn app() -> AppFactory {
                 }
             }
             return Ok(Response::with_body(StatusCode::OK, body).map_into_boxed_body());
+        }
+        if request.path() == PEER_PATH {
+            let peer = format!("peer={:?}", request.peer_addr());
+            return Ok(Response::with_body(StatusCode::OK, peer).map_into_boxed_body());
         }
         if request.path() == BLOCK_PATH {
             // Holds the worker's thread, as a handler doing blocking work
@@ -214,6 +226,8 @@ pub fn config() -> Config {
         send_timeout: Duration::from_secs(30),
         shutdown_grace: Duration::from_secs(10),
         stream_threads: 1,
+        unix_socket: None,
+        unix_socket_mode: 0o660,
     }
 }
 
@@ -221,6 +235,7 @@ pub fn spawn_server() -> TestServer {
     spawn_server_with(config(), Bodies::Channel)
 }
 
+/// A unix socket in `config`, if any, is removed once the server stops.
 pub fn spawn_server_with(config: Config, bodies: Bodies) -> TestServer {
     let seen = Seen::default();
     let route = TestRoute {
@@ -229,9 +244,12 @@ pub fn spawn_server_with(config: Config, bodies: Bodies) -> TestServer {
     };
     let bound = connection::bind(&config, app, Some(route), TestObserver(seen.clone())).unwrap();
     let port = bound.port();
-    let server = bound.into_server();
+    let (server, socket_file) = bound.into_server();
     let handle = server.handle();
-    tokio::spawn(server);
+    tokio::spawn(async move {
+        let _ = server.await;
+        drop(socket_file);
+    });
     TestServer { port, seen, handle }
 }
 

@@ -8,3 +8,4 @@ mod helpers;
 mod limits;
 mod properties;
 mod stream_runtime;
+mod unix_socket;
