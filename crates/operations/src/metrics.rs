@@ -2,7 +2,8 @@
 //! apps in one process never mix their numbers. The registry holds the
 //! request histogram; each part adds its own metrics to it
 //! ([`Metrics::register`]), or its label of a family parts share
-//! ([`Metrics::rate_limit_refusals`]); the bus's figures are read at each
+//! ([`Metrics::rate_limit_refusals`]); the bus's figures, and the log
+//! writer's dropped lines ([`count_dropped_log_lines`]), are read at each
 //! scrape.
 
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
@@ -41,6 +42,20 @@ impl Limit {
             Limit::Streams => "streams",
         }
     }
+}
+
+/// Reads the log writer's count of the lines it dropped; set once per
+/// process, like the logger itself, by [`count_dropped_log_lines`].
+type DroppedLogLines = Box<dyn Fn() -> u64 + Send + Sync>;
+
+static DROPPED_LOG_LINES: OnceLock<DroppedLogLines> = OnceLock::new();
+
+/// Shows `count` as `es_log_lines_dropped_total` on every registry's
+/// `/metrics`: lines are dropped by the one logger of the process, not by
+/// an app. The first call wins (a process installs one logger); until
+/// then, and in processes that log elsewhere (tests), it shows 0.
+pub fn count_dropped_log_lines(count: impl Fn() -> u64 + Send + Sync + 'static) {
+    let _ = DROPPED_LOG_LINES.set(Box::new(count));
 }
 
 /// The route label of every request no route matched (a 404, whatever
@@ -253,6 +268,12 @@ impl Metrics {
                 "# HELP {name} {help}.\n# TYPE {name} counter\n{name}_total {value}\n"
             ));
         }
+        let dropped = DROPPED_LOG_LINES.get().map_or(0, |count| count());
+        out.push_str(&format!(
+            "# HELP es_log_lines_dropped Log lines dropped because stdout took none \
+             (log.buffered_lines were waiting).\n\
+             # TYPE es_log_lines_dropped counter\nes_log_lines_dropped_total {dropped}\n"
+        ));
         let topics = bus.topic_count();
         out.push_str(&format!(
             "# HELP es_bus_topics Topics this process holds (bus.max_topics at most).\n\
@@ -300,6 +321,7 @@ mod tests {
         assert!(text.contains("# TYPE es_parts counter"), "{text}");
         assert!(text.contains("es_parts_total 3"), "{text}");
         assert!(text.contains("es_bus_topics 0"), "{text}");
+        assert!(text.contains("es_log_lines_dropped_total 0"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 

@@ -97,7 +97,8 @@ where
             return ExitCode::from(2);
         }
     };
-    crate::telemetry::init(&settings.log);
+    // Held to the end: the lines still queued are written when it drops.
+    let _logging = crate::telemetry::init(&settings.log);
     raise_open_file_limit();
     let result = async {
         let bus = open_bus(&settings, role)?;

@@ -16,7 +16,8 @@
 //! - [`loader`]: layered defaults → file → `ES__` env, strict about keys.
 //! - [`mint_token`]: the `mint-token` command: a signed token for a client.
 //! - [`error`]: why a configuration cannot be used, naming the key.
-//! - [`telemetry`]: tracing subscriber, text or JSON.
+//! - [`telemetry`]: tracing subscriber, text or JSON, written to stdout by
+//!   a thread of its own that drops lines rather than stall the service.
 //! - [`binary`]: the shared `main`: arguments, settings, logs, bus, serve.
 //! - [`compose`]: one composition path for every binary: its parts over
 //!   what they share, bound on one port.

@@ -182,6 +182,11 @@ pub struct LogSettings {
     pub format: LogFormat,
     /// A tracing filter, e.g. `info` or `info,bus=debug`.
     pub level: String,
+    /// Lines waiting for stdout. Lines are written by a thread of their
+    /// own; while stdout takes nothing (a stalled or stopped log reader)
+    /// up to this many wait, then new ones are dropped and counted
+    /// (`es_log_lines_dropped_total`) instead of stalling the service.
+    pub buffered_lines: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -344,6 +349,7 @@ impl Common {
     pub(crate) fn check(&self) -> Result<(), SettingsError> {
         at_least_one(&[
             ("bus.max_topics", self.bus.max_topics as u64),
+            ("log.buffered_lines", self.log.buffered_lines as u64),
             ("http.send_timeout_ms", self.http.send_timeout_ms),
             ("http.request_timeout_ms", self.http.request_timeout_ms),
             ("redis.connect_timeout_ms", self.redis.connect_timeout_ms),
@@ -601,6 +607,7 @@ max_age_secs = 600
 [log]
 format = "text"
 level = "info"
+buffered_lines = 65536
 
 [bus]
 history_size = 1000

@@ -25,6 +25,7 @@ fn a_bad_configuration_value_stops_the_start_naming_the_key() {
             "did you mean stream.keepalive_ms?",
         ),
         ("ES__LOG__FORMAT", "yaml", "log.format"),
+        ("ES__LOG__BUFFERED_LINES", "0", "log.buffered_lines"),
         (
             "ES__HTTP__CORS__ALLOWED_ORIGINS",
             "https://app.example.com/",
