@@ -18,9 +18,10 @@ use e2e::{PATIENCE, RedisServer};
 const GRACE: Duration = Duration::from_millis(1000);
 
 /// How long after SIGTERM a service may take to exit: its grace period,
-/// the wait for queued log lines (at most 1.5 s), and room for a loaded
-/// machine. Without the fix a service with a full stdout never exits.
-const EXIT_WITHIN: Duration = Duration::from_secs(6);
+/// the wait for queued log lines (at most 1.5 s), and ample room for a
+/// loaded machine. Without the fix a service with a full stdout never
+/// exits.
+const EXIT_WITHIN: Duration = Duration::from_secs(15);
 
 /// What happens to the service's stdout.
 #[derive(Debug, Clone, Copy)]

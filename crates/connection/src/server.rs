@@ -57,8 +57,9 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// A unix socket to listen on as well (a proxy on the same host);
     /// its peers count as `127.0.0.1` (see `crate::socket`). Bound as
-    /// `crate::unix` says; removed when the server stops gracefully
-    /// ([`Bound::into_server`]).
+    /// `crate::unix` says; removed when the `SocketFile` that
+    /// [`Bound::into_server`] returns is dropped (a service drops it as its
+    /// graceful stop begins).
     pub unix_socket: Option<PathBuf>,
     /// The socket file's mode (e.g. `0o660`): who may connect.
     pub unix_socket_mode: u32,

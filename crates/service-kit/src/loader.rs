@@ -46,6 +46,7 @@ impl<S: Sections> Settings<S> {
             .set_default("bus.engine", engine)?;
         let known = leaf_keys(builder.build_cloned()?)?;
         if let Some(file) = file {
+            quoted_mode(file)?;
             builder = builder.add_source(File::from(file).format(FileFormat::Toml).required(true));
         }
         let env = env.unwrap_or_else(|| std::env::vars().collect());
@@ -92,6 +93,26 @@ impl<S: Sections> Settings<S> {
             redis_tls,
             own,
         })
+    }
+}
+
+/// Refuses a file whose `http.unix_socket_mode` is a TOML number: the
+/// settings read it as text, so `0o660` would become "432", a mode that
+/// lets other users connect. In the environment every value is text and
+/// `660` means what it says.
+fn quoted_mode(file: &Path) -> Result<(), SettingsError> {
+    let alone = Config::builder()
+        .add_source(File::from(file).format(FileFormat::Toml).required(true))
+        .build()?;
+    match alone.get::<config::Value>("http.unix_socket_mode") {
+        Ok(value) if !matches!(value.kind, config::ValueKind::String(_)) => {
+            Err(crate::section::rule(
+                "http.unix_socket_mode",
+                "in a settings file it is a quoted string of octal digits, e.g. \"660\" (a TOML \
+             number such as 0o660 or 660 is refused: 0o660 would be read as 432)",
+            ))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -744,6 +765,42 @@ mod tests {
     }
 
     #[test]
+    fn a_socket_mode_in_a_file_is_a_quoted_string_never_a_toml_number() {
+        let dir = std::env::temp_dir().join(format!("es-mode-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        let from_file = |mode: &str| {
+            std::fs::write(&file, format!("[http]\nunix_socket_mode = {mode}\n")).unwrap();
+            Settings::<Own>::load_from(STANDALONE, Some(&file), env(&[]))
+        };
+        let quoted = from_file("\"640\"").unwrap();
+        assert_eq!(quoted.http.unix_socket_mode().unwrap(), 0o640);
+        // 0o660 is the integer 432, which the settings would read as the
+        // octal text "432": other users could connect.
+        for number in ["0o660", "660"] {
+            let error = from_file(number).unwrap_err().to_string();
+            assert!(
+                error.contains("http.unix_socket_mode") && error.contains("quoted"),
+                "{number}: {error}"
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn log_buffered_lines_is_bounded_both_ways() {
+        let most = crate::settings::MAX_BUFFERED_LINES.to_string();
+        assert!(load(&[("ES__LOG__BUFFERED_LINES", most.as_str())]).is_ok());
+        let over = (crate::settings::MAX_BUFFERED_LINES + 1).to_string();
+        for value in ["0", over.as_str(), "1000000000000"] {
+            let error = load(&[("ES__LOG__BUFFERED_LINES", value)])
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("log.buffered_lines"), "{value}: {error}");
+        }
+    }
+
+    #[test]
     fn a_unix_socket_that_cannot_work_stops_the_start_naming_the_key() {
         let longest = format!("/{}", "s".repeat(106));
         assert!(
@@ -786,6 +843,18 @@ mod tests {
                 ("ES__HTTP__UNIX_SOCKET_MODE", "-1"),
                 "http.unix_socket_mode",
                 "octal",
+            ),
+            // Without the owner's write bit a leftover socket could not be
+            // told from a live one at the next start.
+            (
+                ("ES__HTTP__UNIX_SOCKET_MODE", "440"),
+                "http.unix_socket_mode",
+                "owner's write bit",
+            ),
+            (
+                ("ES__HTTP__UNIX_SOCKET_MODE", "0"),
+                "http.unix_socket_mode",
+                "owner's write bit",
             ),
         ];
         for ((key, value), named, why) in cases {

@@ -40,8 +40,7 @@ use crate::settings::HttpSettings;
 pub struct App {
     port: u16,
     server: Server,
-    /// The unix socket's file, removed when this is dropped: after the
-    /// server has stopped.
+    /// The unix socket's file, removed when the graceful stop begins.
     socket_file: Option<connection::SocketFile>,
     shutdown: Shutdown,
     grace: Duration,
@@ -71,6 +70,7 @@ impl App {
         let shutdown = self.shutdown.clone();
         let grace = self.grace;
         let port = self.port;
+        let socket_file = self.socket_file;
         tokio::spawn(async move {
             tokio::select! {
                 // An operator or orchestrator asked us to stop.
@@ -79,6 +79,10 @@ impl App {
                 _ = shutdown.started() => tracing::info!(port, "shutdown requested, draining"),
             }
             shutdown.begin();
+            // The unix socket goes as the stop begins, when its listener
+            // stops accepting: a new process may then bind the path while
+            // this one drains, and this one must not remove that file later.
+            drop(socket_file);
             let started = Instant::now();
             handle.stop(true).await;
             let elapsed = started.elapsed();
@@ -92,9 +96,7 @@ impl App {
                 tracing::info!(port, ?elapsed, "drained");
             }
         });
-        let served = self.server.await.context("serving HTTP");
-        drop(self.socket_file);
-        served
+        self.server.await.context("serving HTTP")
     }
 }
 

@@ -344,6 +344,10 @@ impl RedisSettings {
     }
 }
 
+/// Most `log.buffered_lines`: the queue's slots are allocated when the
+/// logger starts (32 bytes each, 32 MiB here), whatever the lines hold.
+pub const MAX_BUFFERED_LINES: usize = 1 << 20;
+
 impl Common {
     /// Rules serde cannot express.
     pub(crate) fn check(&self) -> Result<(), SettingsError> {
@@ -357,6 +361,12 @@ impl Common {
             ("redis.ping_interval_ms", self.redis.ping_interval_ms),
             ("redis.ping_timeout_ms", self.redis.ping_timeout_ms),
         ])?;
+        if self.log.buffered_lines > MAX_BUFFERED_LINES {
+            return Err(rule(
+                "log.buffered_lines",
+                format!("must be at most {MAX_BUFFERED_LINES} (its slots are allocated at start)"),
+            ));
+        }
         if self.http.host.trim().is_empty() {
             return Err(rule("http.host", "must not be empty"));
         }
@@ -502,16 +512,22 @@ impl HttpSettings {
         Ok(Some(path.into()))
     }
 
-    /// `unix_socket_mode`, checked: octal digits, at most `777`.
+    /// `unix_socket_mode`, checked: octal digits, at most `777`, with the
+    /// owner's write bit (without it the service could not tell a socket
+    /// it left behind from a live one at its next start: connecting is
+    /// refused for want of permission).
     pub fn unix_socket_mode(&self) -> Result<u32, SettingsError> {
         let mode = self.unix_socket_mode.trim();
         u32::from_str_radix(mode, 8)
             .ok()
-            .filter(|&bits| bits <= 0o777 && !mode.starts_with('+'))
+            .filter(|&bits| bits <= 0o777 && bits & 0o200 != 0 && !mode.starts_with('+'))
             .ok_or_else(|| {
                 rule(
                     "http.unix_socket_mode",
-                    format!("{mode:?} is not a file mode: octal digits from 0 to 777, e.g. 660"),
+                    format!(
+                        "{mode:?} is not a socket mode: octal digits from 200 to 777 with the \
+                         owner's write bit, e.g. 660"
+                    ),
                 )
             })
     }
