@@ -11,6 +11,7 @@
 //! spread over part of the grace period), the listener closes, and whatever
 //! is still open when the grace period ends is cut and logged.
 
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use actix_service::{IntoServiceFactory as _, ServiceFactoryExt as _, map_config};
@@ -71,6 +72,11 @@ impl App {
         let grace = self.grace;
         let port = self.port;
         let socket_file = self.socket_file;
+        // When the stop began, for the line that says how the drain ended:
+        // written below, after the server, because the task that stops it
+        // does not run again once the server's future is done.
+        let began = Arc::new(OnceLock::new());
+        let stopping = began.clone();
         tokio::spawn(async move {
             tokio::select! {
                 // An operator or orchestrator asked us to stop.
@@ -83,9 +89,15 @@ impl App {
             // stops accepting: a new process may then bind the path while
             // this one drains, and this one must not remove that file later.
             drop(socket_file);
-            let started = Instant::now();
+            let _ = stopping.set(Instant::now());
             handle.stop(true).await;
-            let elapsed = started.elapsed();
+        });
+        let served = self.server.await.context("serving HTTP");
+        if let Some(began) = began.get() {
+            // actix-server counts a worker's open connections once a second
+            // while it drains: a drain takes a whole second at least when
+            // anything was open, and a grace of about 1 s reads as over.
+            let elapsed = began.elapsed();
             if elapsed >= grace {
                 tracing::warn!(
                     port,
@@ -95,8 +107,8 @@ impl App {
             } else {
                 tracing::info!(port, ?elapsed, "drained");
             }
-        });
-        self.server.await.context("serving HTTP")
+        }
+        served
     }
 }
 
