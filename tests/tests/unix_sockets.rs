@@ -56,27 +56,6 @@ async fn read_until(response: &mut reqwest::Response, body: &mut Vec<u8>, needle
     String::from_utf8_lossy(body).into_owned()
 }
 
-/// Reads on until the frame holding `word` has its closing blank line.
-async fn finish_frame(
-    response: &mut reqwest::Response,
-    body: &mut Vec<u8>,
-    mut text: String,
-    word: &str,
-) -> String {
-    let deadline = Instant::now() + PATIENCE;
-    while !text[text.find(word).unwrap()..].contains("\n\n") {
-        assert!(Instant::now() < deadline, "the frame never ended: {text:?}");
-        let chunk = tokio::time::timeout_at(deadline.into(), response.chunk())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        body.extend_from_slice(&chunk);
-        text = String::from_utf8_lossy(body).into_owned();
-    }
-    text
-}
-
 /// The one SSE frame (blank-line delimited) in `text` that holds `needle`.
 fn frame_with(text: &str, needle: &str) -> String {
     let frames: Vec<&str> = text
@@ -147,11 +126,11 @@ async fn nginx_reaches_ingest_and_gateways_over_unix_sockets_and_names_the_clien
         "{outcome:?}; nginx log:\n{}",
         nginx.log()
     );
-    let through_text = read_until(&mut through, &mut through_body, &word).await;
-    let direct_text = read_until(&mut direct, &mut direct_body, &word).await;
-    // Whole frames only: wait for the blank line that ends the event.
-    let through_text = finish_frame(&mut through, &mut through_body, through_text, &word).await;
-    let direct_text = finish_frame(&mut direct, &mut direct_body, direct_text, &word).await;
+    // Whole frames only: the data line is the event's last, so the frame
+    // is complete with the blank line after the message.
+    let frame_end = format!("{message}\n\n");
+    let through_text = read_until(&mut through, &mut through_body, &frame_end).await;
+    let direct_text = read_until(&mut direct, &mut direct_body, &frame_end).await;
     let frame = frame_with(&direct_text, &word);
     assert!(frame.starts_with("id: "), "{frame:?}");
     assert_eq!(

@@ -311,20 +311,14 @@ async fn an_event_lost_by_pubsub_is_refilled_from_history_before_the_next() {
     // Store event 2 as the script would, but without its PUBLISH: exactly
     // what a dropped pub/sub message looks like from the gateway.
     let mut raw = raw_connection(&server).await;
-    let _: i64 = raw
-        .hincr(format!("{prefix}:{{t}}:meta"), "offset", 1)
-        .await
-        .unwrap();
-    let _: String = redis::cmd("XADD")
-        .arg(format!("{prefix}:{{t}}:stream"))
-        .arg("2-0")
-        .arg("type")
-        .arg("message")
-        .arg("data")
-        .arg("2")
-        .query_async(&mut raw)
-        .await
-        .unwrap();
+    let mut pipe = redis::pipe();
+    pipe.cmd("HINCRBY")
+        .arg(format!("{prefix}:{{t}}:meta"))
+        .arg("offset")
+        .arg(1)
+        .ignore();
+    add_raw_event(&mut pipe, &format!("{prefix}:{{t}}:stream"), 2);
+    let _: () = pipe.query_async(&mut raw).await.unwrap();
     gateway.publish("t", "message", "3").await.unwrap();
     let events = [
         next_event(&mut subscription).await,
